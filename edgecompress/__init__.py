@@ -1,0 +1,17 @@
+"""edgecompress: compress trained Keras models and benchmark every output.
+
+Importing the package sets ``TF_USE_LEGACY_KERAS=1`` (and quiets TensorFlow's logs) before any
+TensorFlow import, because TFMOT and Larq only work with Keras 2. TensorFlow itself is imported
+lazily, so ``compress --help`` stays fast.
+"""
+
+from edgecompress._env import configure_environment
+
+configure_environment()
+
+from edgecompress.api import bench, export, load, quantize  # noqa: E402
+from edgecompress.artifacts import Artifact, Metadata  # noqa: E402
+from edgecompress.errors import EdgeCompressError  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["Artifact", "EdgeCompressError", "Metadata", "bench", "export", "load", "quantize", "__version__"]

@@ -1,0 +1,227 @@
+"""The Python API. The CLI is a thin layer over these functions; they return data, never print."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgecompress.artifacts import Artifact, check_output_path
+from edgecompress.calibration.data import ImageSet, ModelInputs, load_images
+from edgecompress.calibration.preprocessing import Preprocessing
+from edgecompress.compress.export import ExportPass, OutputFormat
+from edgecompress.compress.passes import PassContext
+from edgecompress.compress.quantize import QuantizeConfig, QuantizePass, choose_mode
+from edgecompress.errors import DataError, UsageError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CALIBRATION_SAMPLES = 100
+
+
+def load(path: str | os.PathLike) -> Artifact:
+    """Open a model file (Keras, TFLite, ONNX) with its metadata sidecar, if any."""
+    return Artifact.open(path)
+
+
+@dataclass(frozen=True)
+class ResolvedPreprocessing:
+    preprocessing: Preprocessing
+    origin: str  # "options", "model metadata" or "assumed default"
+
+
+def resolve_preprocessing(artifact: Artifact, overrides: dict[str, Any] | None = None) -> ResolvedPreprocessing:
+    """Options beat the model's metadata; without either we assume [0, 1] inputs and say so."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    base = artifact.metadata.preprocessing
+    if overrides:
+        merged = {**(base.to_dict() if base else {}), **overrides}
+        try:
+            return ResolvedPreprocessing(Preprocessing.from_dict(merged), "options")
+        except ValueError as exc:
+            raise UsageError(f"bad preprocessing option: {exc}", "see `compress quantize --help`") from None
+    if base:
+        return ResolvedPreprocessing(base, "model metadata")
+    return ResolvedPreprocessing(Preprocessing(), "assumed default; pass --scale/--offset or --mean/--std")
+
+
+def input_shape_of(artifact: Artifact, trust_model: bool = False) -> tuple[int, ...]:
+    """The model's input shape without the batch dimension."""
+    if artifact.metadata.inputs:
+        shape = artifact.metadata.inputs[0].shape
+    elif artifact.format.is_keras:
+        from edgecompress.models.keras_io import load_keras
+
+        shape = load_keras(artifact.path, trust_model=trust_model).input_shape
+    else:
+        from edgecompress.runtimes import open_session
+
+        with open_session(artifact) as session:
+            shape = session.inputs[0].shape[1:]
+    return tuple(int(d) if d else -1 for d in shape)
+
+
+def model_inputs(
+    spec: str | os.PathLike | ImageSet,
+    input_shape: tuple[int, ...],
+    preprocessing: Preprocessing,
+    split: str = "test",
+    samples: int | None = None,
+    need_labels: bool = False,
+) -> ModelInputs:
+    """Load data for one model: resized to its input, preprocessed as its metadata says."""
+    target = tuple(input_shape[:2]) if len(input_shape) == 3 else None
+    data = spec if isinstance(spec, ImageSet) else load_images(spec, split=split, target_hw=target, need_labels=need_labels)
+    return ModelInputs.build(data.take(samples), input_shape, preprocessing)
+
+
+@dataclass
+class CompressionReport:
+    """What `compress quantize`/`export` prints: sizes, the mode and why, the check, and accuracy."""
+
+    source: Artifact
+    output: Artifact
+    details: dict[str, Any]
+    mode_reason: str = ""
+    preprocessing_origin: str = ""
+    evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def size_ratio(self) -> float:
+        return self.source.size_bytes / max(1, self.output.size_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source.path),
+            "output": str(self.output.path),
+            "size_bytes_before": self.source.size_bytes,
+            "size_bytes_after": self.output.size_bytes,
+            "size_ratio": self.size_ratio,
+            "mode_reason": self.mode_reason,
+            "preprocessing": self.output.metadata.preprocessing.to_dict() if self.output.metadata.preprocessing else None,
+            "preprocessing_origin": self.preprocessing_origin,
+            "task": self.output.metadata.task,
+            **self.details,
+            "evaluation": self.evaluation,
+        }
+
+
+def quantize(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    mode: str | None = None,
+    format: str = "tflite",
+    per_channel: bool = True,
+    io: str = "float",
+    calib: str | os.PathLike | ImageSet | None = None,
+    calib_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    eval: str | os.PathLike | ImageSet | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    trust_model: bool = False,
+    force: bool = False,
+) -> CompressionReport:
+    """Post-training quantization of a Keras model to TFLite or ONNX."""
+    source = load(model)
+    chosen, reason = choose_mode(mode, calib is not None)
+    config = QuantizeConfig(mode=chosen, format=format, per_channel=per_channel, io=io)
+    if calib is not None and not config.mode.needs_calibration:
+        log.warning("--calib is ignored by --mode %s, which needs no calibration", config.mode.value)
+    return _run_pass(QuantizePass(config), source, output, calib, calib_samples, eval, preprocessing, trust_model, force, reason)
+
+
+def export(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    format: str = "tflite",
+    eval: str | os.PathLike | ImageSet | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    trust_model: bool = False,
+    force: bool = False,
+) -> CompressionReport:
+    """Float export to TFLite or ONNX, validated against the source."""
+    return _run_pass(ExportPass(format), load(model), output, None, 0, eval, preprocessing, trust_model, force, "")
+
+
+def _run_pass(
+    step,
+    source: Artifact,
+    output: str | os.PathLike,
+    calib,
+    calib_samples: int,
+    eval_spec,
+    overrides: dict[str, Any] | None,
+    trust_model: bool,
+    force: bool,
+    reason: str,
+) -> CompressionReport:
+    step.check_input(source)
+    output = _output_path(source, output, step.produces.suffix, force)
+    resolved = resolve_preprocessing(source, overrides)
+    shape = input_shape_of(source, trust_model)
+    calibration = None
+    if calib is not None and step.needs_calibration:
+        calibration = model_inputs(calib, shape, resolved.preprocessing, split="train", samples=calib_samples)
+    evaluation = None
+    if eval_spec is not None:
+        evaluation = model_inputs(eval_spec, shape, resolved.preprocessing, split="test", need_labels=True)
+    context = PassContext(
+        output=output,
+        force=force,
+        trust_model=trust_model,
+        calibration=calibration,
+        validation=evaluation,
+        preprocessing=resolved.preprocessing,
+    )
+    result = step.apply(source, context)
+    report = CompressionReport(source, result.artifact, result.report, reason, resolved.origin)
+    if evaluation is not None:
+        report.evaluation = compare_accuracy(source, result.artifact, evaluation, trust_model)
+    return report
+
+
+def _output_path(source: Artifact, output: str | os.PathLike, suffix: str, force: bool) -> Path:
+    path = Path(output)
+    if path.resolve() == source.path.resolve():
+        raise UsageError("the output path is the input model", "choose another -o; inputs are never overwritten")
+    if suffix and path.suffix.lower() != suffix:
+        raise UsageError(f"output {path} should end in {suffix} for this format", f"use -o {path.with_suffix(suffix).name}")
+    return check_output_path(path, force)
+
+
+def compare_accuracy(
+    source: Artifact, output: Artifact, data: ModelInputs, trust_model: bool = False
+) -> dict[str, dict[str, float]]:
+    """The task metric of the source and the output, each measured in its own runtime."""
+    from edgecompress.models.tasks import evaluate
+    from edgecompress.runtimes import open_session
+
+    task = output.metadata.task or "classification"
+    if task == "unknown":
+        raise DataError("cannot tell which metric fits this model", "record the task in the model's metadata")
+    results = {}
+    for label, artifact in (("source", source), ("output", output)):
+        with open_session(artifact, trust_model=trust_model) as session:
+            results[label] = evaluate(session, data, task)
+    return results
+
+
+def bench(
+    models: Sequence[str | os.PathLike],
+    runtimes: Sequence[str] | None = None,
+    threads: int | None = None,
+    warmup: int = 5,
+    runs: int = 50,
+    eval: str | os.PathLike | ImageSet | None = None,
+    device: str = "cpu",
+    trust_model: bool = False,
+    progress: bool = False,
+):
+    """Benchmark every model on every runtime that can run it; one BenchmarkRecord per pair."""
+    from edgecompress.reports.bench import run_benchmarks
+
+    return run_benchmarks(
+        [load(m) for m in models], runtimes, threads, warmup, runs, eval, device, trust_model, progress
+    )

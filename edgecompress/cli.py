@@ -1,0 +1,263 @@
+"""The `compress` command line: thin commands over the Python API.
+
+Errors a user can cause are EdgeCompressErrors: one line, a non-zero exit code, no traceback
+(``--debug`` shows it). Heavy imports happen inside commands so ``compress --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from edgecompress._env import configure_environment
+
+configure_environment()
+
+INTERNAL_ERROR_EXIT = 70
+
+
+class CompressGroup(click.Group):
+    """Turns library errors into one clear line and an exit code."""
+
+    def invoke(self, ctx: click.Context):
+        from edgecompress.errors import EdgeCompressError
+
+        try:
+            return super().invoke(ctx)
+        except EdgeCompressError as exc:
+            if _debug():
+                raise
+            click.secho(f"error: {exc}", fg="red", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted; no partial output was left behind", err=True)
+            ctx.exit(130)
+        except Exception as exc:  # noqa: BLE001 - anything else is our bug: say so, briefly
+            if _debug():
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            click.secho(f"internal error: {type(exc).__name__}: {first}", fg="red", err=True)
+            click.echo("run again with --debug for the traceback, and please report it", err=True)
+            ctx.exit(INTERNAL_ERROR_EXIT)
+
+
+def _debug() -> bool:
+    return os.environ.get("EDGECOMPRESS_DEBUG") == "1"
+
+
+@click.group(cls=CompressGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and TensorFlow's own log output.")
+@click.version_option(package_name="edgecompress")
+def cli(debug: bool) -> None:
+    """Compress trained Keras models, export TFLite/ONNX, and benchmark every output."""
+    if debug:
+        os.environ["EDGECOMPRESS_DEBUG"] = "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr
+    )
+    if not debug:
+        from edgecompress._env import quiet_python_loggers
+
+        quiet_python_loggers()
+
+
+def _preprocessing_options(func):
+    options = [
+        click.option("--scale", type=float, help="Pixel scale: x = pixel*scale + offset (0-255 pixels)."),
+        click.option("--offset", type=float, help="Added after --scale (e.g. -1 with scale 1/127.5)."),
+        click.option("--mean", type=str, help="Per-channel mean subtracted after scale/offset, e.g. 0.485,0.456,0.406."),
+        click.option("--std", type=str, help="Per-channel std divided after the mean, e.g. 0.229,0.224,0.225."),
+        click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]), help="Channel order the model expects."),
+        click.option("--trust-model", is_flag=True, help="Allow Lambda layers and other code stored in the model file."),
+        click.option("--force", is_flag=True, help="Overwrite the output if it exists."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+        click.option("-q", "--quiet", is_flag=True, help="Print only the output path."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _overrides(scale, offset, mean, std, color) -> dict:
+    def floats(text):
+        return tuple(float(v) for v in text.split(",")) if text else None
+
+    try:
+        return {"scale": scale, "offset": offset, "mean": floats(mean), "std": floats(std), "color": color}
+    except ValueError:
+        raise click.BadParameter("--mean/--std take comma-separated numbers") from None
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (default: next to MODEL).")
+@click.option("--mode", type=click.Choice(["dynamic", "float16", "int8", "int16x8"]), help="Default: int8 with --calib, else dynamic.")
+@click.option("--format", "fmt", type=click.Choice(["tflite", "onnx"]), default="tflite", show_default=True)
+@click.option("--per-tensor", is_flag=True, help="One scale per tensor instead of per output channel.")
+@click.option("--io", type=click.Choice(["float", "int8", "uint8"]), default="float", show_default=True, help="Input/output type of int8 TFLite models.")
+@click.option("--calib", help="Calibration data: image folder, .npy/.npz, or 'digits'.")
+@click.option("--calib-samples", type=click.IntRange(1), default=100, show_default=True)
+@click.option("--eval", "eval_data", help="Labelled data to measure source and output on: folder, .npz or 'digits'.")
+@_preprocessing_options
+def quantize(model, output, mode, fmt, per_tensor, io, calib, calib_samples, eval_data, scale, offset, mean, std, color, trust_model, force, as_json, quiet):
+    """Post-training quantization of a Keras MODEL to TFLite or ONNX."""
+    from edgecompress import api
+    from edgecompress.compress.quantize import choose_mode
+
+    chosen, _ = choose_mode(mode, calib is not None)
+    output = output or _default_output(model, chosen.value, fmt)
+    started = time.perf_counter()
+    report = api.quantize(
+        model, output, mode=mode, format=fmt, per_channel=not per_tensor, io=io, calib=calib,
+        calib_samples=calib_samples, eval=eval_data, preprocessing=_overrides(scale, offset, mean, std, color),
+        trust_model=trust_model, force=force,
+    )
+    _print_report("quantize", report, time.perf_counter() - started, as_json, quiet)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (default: next to MODEL).")
+@click.option("--format", "fmt", type=click.Choice(["tflite", "onnx"]), default="tflite", show_default=True)
+@click.option("--eval", "eval_data", help="Labelled data to measure source and output on.")
+@_preprocessing_options
+def export(model, output, fmt, eval_data, scale, offset, mean, std, color, trust_model, force, as_json, quiet):
+    """Float export of a Keras MODEL to TFLite or ONNX, validated against the source."""
+    from edgecompress import api
+
+    output = output or _default_output(model, "float", fmt)
+    started = time.perf_counter()
+    report = api.export(
+        model, output, format=fmt, eval=eval_data, preprocessing=_overrides(scale, offset, mean, std, color),
+        trust_model=trust_model, force=force,
+    )
+    _print_report("export", report, time.perf_counter() - started, as_json, quiet)
+
+
+def _default_output(model: Path, tag: str, fmt: str) -> Path:
+    return Path(model).with_name(f"{Path(model).stem}.{tag}.{fmt}")
+
+
+def _print_report(command: str, report, seconds: float, as_json: bool, quiet: bool) -> None:
+    from edgecompress.reports.tables import human_bytes
+
+    data = report.to_dict()
+    data["seconds_total"] = seconds
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    if quiet:
+        click.echo(str(report.output.path))
+        return
+    details = report.details
+    lines = [click.style(f"compress {command}: {report.source.path} → {report.output.path}", bold=True)]
+    if "mode" in details:
+        granularity = "per-channel" if details["per_channel"] else "per-tensor"
+        line = f"{details['mode']} ({details['format']}, {granularity}, {details['io']} I/O)"
+        if report.mode_reason:
+            line += f": {report.mode_reason}"
+        lines.append(f"  mode          {line}")
+    else:
+        lines.append(f"  format        float {details['format']}")
+    if details.get("calibration"):
+        lines.append(f"  calibration   {details['calibration']['samples']} samples from {details['calibration']['source']}")
+    pre = report.output.metadata.preprocessing
+    if pre:
+        lines.append(f"  preprocessing {pre.describe()} ({report.preprocessing_origin})")
+    lines.append(
+        f"  size          {human_bytes(report.source.size_bytes)} → {human_bytes(report.output.size_bytes)}"
+        f" ({report.size_ratio:.2f}× smaller)"
+    )
+    check = details["check"]
+    lines.append(
+        f"  export check  max |Δ| {check['max_abs_diff']:.3g}, mean |Δ| {check['mean_abs_diff']:.3g} on "
+        f"{check['samples']} {check['inputs_from']}: ok (tolerance {check['tolerance']:.1%} of output range)"
+    )
+    for metric_line in _accuracy_lines(report.evaluation):
+        lines.append(f"  accuracy      {metric_line}")
+    lines.append(f"  took          {seconds:.1f} s")
+    click.echo("\n".join(lines))
+
+
+def _accuracy_lines(evaluation: dict) -> list[str]:
+    if not evaluation:
+        return []
+    source, output = evaluation["source"], evaluation["output"]
+    samples = int(source.get("samples", 0))
+    out = []
+    for name in (k for k in source if k != "samples"):
+        delta = (output[name] - source[name]) * 100
+        out.append(f"{name} {source[name]:.2%} → {output[name]:.2%} ({delta:+.2f} points, {samples} samples)")
+    return out
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--runtime", "runtimes", multiple=True, help="keras, litert, onnxruntime (repeatable; default: every one that runs the format).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Threads per runtime (default: the runtime's own).")
+@click.option("--warmup", type=click.IntRange(0), default=5, show_default=True)
+@click.option("--runs", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True)
+@click.option("--eval", "eval_data", help="Labelled data for the task metric: folder, .npz or 'digits'.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), help="Also write the records as CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@click.option("--trust-model", is_flag=True, help="Allow code stored in Keras model files.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def bench(models, runtimes, threads, warmup, runs, device, eval_data, csv_path, as_json, trust_model, quiet):
+    """Latency, size, memory and accuracy of MODELS on each runtime."""
+    from edgecompress import api
+    from edgecompress.artifacts import write_text_atomic
+    from edgecompress.reports.tables import fastest_summary, markdown_table, to_csv, to_json
+
+    records = api.bench(
+        models, runtimes=runtimes or None, threads=threads, warmup=warmup, runs=runs, eval=eval_data,
+        device=device, trust_model=trust_model, progress=not (quiet or as_json),
+    )
+    if csv_path:
+        write_text_atomic(csv_path, to_csv(records))
+    if as_json:
+        click.echo(to_json(records))
+        return
+    click.echo(markdown_table(records))
+    for line in fastest_summary(records):
+        click.echo(line)
+    if records:
+        click.echo(f"measured on {records[0].machine}; batch 1, {runs} runs after {warmup} warm-up")
+
+
+@cli.command()
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path), default=Path("demo-output"), show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=15, show_default=True)
+@click.option("--runs", type=click.IntRange(1), default=100, show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def demo(output_dir, epochs, runs, quiet):
+    """Train a small MobileNetV2 on digits, quantize it every way, and benchmark every output."""
+    from edgecompress.demo import run_demo
+    from edgecompress.reports.tables import fastest_summary, markdown_table
+
+    def say(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
+
+    records = run_demo(output_dir, epochs=epochs, runs=runs, say=say, progress=not quiet)
+    click.echo(markdown_table(records))
+    for line in fastest_summary(records):
+        click.echo(line)
+    click.echo(f"measured on {records[0].machine}; batch 1, {runs} runs; accuracy on digits:test (360 images)")
+
+
+def main() -> None:
+    cli(prog_name="compress")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Conversion primitives: Keras → TFLite (every PTQ mode) and Keras → ONNX (+ ONNX Runtime quantization).
+
+Kept apart from the passes so pruning, QAT and the pipeline reuse exactly the same converter
+settings that ``compress quantize`` uses.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+from edgecompress._env import import_tensorflow, native_output_silenced
+from edgecompress.calibration.data import ModelInputs
+from edgecompress.errors import EdgeCompressError, UnsupportedError, require
+
+ONNX_OPSET = 17
+#: ONNX Runtime writes int16 QuantizeLinear/DequantizeLinear in the standard domain only from opset 21.
+ONNX_OPSET_INT16 = 21
+
+
+def keras_to_tflite(
+    model,
+    mode: str = "float",
+    calibration: ModelInputs | None = None,
+    per_channel: bool = True,
+    io: str = "float",
+    optimize_sparsity: bool = False,
+) -> bytes:
+    """Run the TFLite converter with the settings of one post-training mode."""
+    tf = import_tensorflow()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    optimizations = []
+    if mode != "float":
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if optimize_sparsity:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode in ("int8", "int16x8"):
+        if calibration is None:
+            raise EdgeCompressError(f"{mode} conversion needs calibration data", "pass --calib")
+        converter.representative_dataset = calibration.representative_dataset()
+        if mode == "int8":
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            io_types = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
+            converter.inference_input_type = io_types[io]
+            converter.inference_output_type = io_types[io]
+        else:
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
+        # The converter exposes per-tensor weight quantization only through this attribute.
+        converter._experimental_disable_per_channel = not per_channel  # noqa: SLF001
+    try:
+        with native_output_silenced():
+            return converter.convert()
+    except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError, ValueError, RuntimeError…
+        raise _conversion_error(exc, mode) from exc
+
+
+def _conversion_error(exc: Exception, mode: str) -> EdgeCompressError:
+    text = str(exc)
+    ops = sorted(set(re.findall(r"'(?:tf|tfl)\.(\w+)' op", text)) | set(re.findall(r"op: '?(\w+)'?", text)))
+    if mode == "int8" and ops:
+        return UnsupportedError(
+            f"full-int8 conversion cannot handle op(s) {', '.join(ops)}",
+            "use --mode dynamic or --mode int16x8, or replace that layer",
+        )
+    if ops:
+        return UnsupportedError(f"TFLite cannot convert op(s) {', '.join(ops)}", "replace that layer with built-in ones")
+    first = next((line for line in text.splitlines() if "error" in line.lower()), text.splitlines()[0] if text else "")
+    return UnsupportedError(f"TFLite conversion failed ({mode}): {first.strip()[:300]}", "run with --debug for details")
+
+
+def keras_to_onnx(model, opset: int = ONNX_OPSET):
+    """Export a Keras (2 or 3) model through a tf.function, which tf2onnx handles for both."""
+    tf = import_tensorflow()
+    tf2onnx = require("tf2onnx", "onnx", "ONNX export")
+    shape = tuple(model.inputs[0].shape[1:])
+    signature = (tf.TensorSpec((None, *shape), tf.float32, name="input"),)
+    function = tf.function(lambda x: model(x, training=False), input_signature=signature)
+    try:
+        with native_output_silenced():
+            proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=opset)
+    except Exception as exc:  # noqa: BLE001
+        raise UnsupportedError(
+            f"ONNX export failed: {str(exc).splitlines()[0][:300]}", "try --format tflite, or --debug for details"
+        ) from exc
+    return proto
+
+
+def onnx_quantize(
+    float_model,
+    mode: str,
+    output: Path,
+    calibration: ModelInputs | None = None,
+    per_channel: bool = True,
+) -> None:
+    """Quantize an ONNX model with ONNX Runtime: dynamic, static QDQ int8 / int16x8, or float16."""
+    onnx = require("onnx", "onnx", "ONNX quantization")
+    if mode == "float16":
+        float16 = require("onnxconverter_common.float16", "onnx", "ONNX float16 conversion")
+        # keep_io_types: float in, float out at the boundary like every other variant.
+        onnx.save(float16.convert_float_to_float16(float_model, keep_io_types=True), str(output))
+        return
+    quantization = require("onnxruntime.quantization", "onnx", "ONNX quantization")
+    with tempfile.TemporaryDirectory(prefix="edgecompress-onnx-") as tmp:
+        source = Path(tmp) / "float.onnx"
+        onnx.save(float_model, str(source))
+        with native_output_silenced():
+            if mode == "dynamic":
+                # ConvInteger only has uint8-weight kernels in ONNX Runtime's CPU provider.
+                quantization.quantize_dynamic(
+                    str(source), str(output), weight_type=quantization.QuantType.QUInt8, per_channel=per_channel
+                )
+                return
+            if calibration is None:
+                raise EdgeCompressError(f"ONNX {mode} needs calibration data", "pass --calib")
+            activation = quantization.QuantType.QInt16 if mode == "int16x8" else quantization.QuantType.QInt8
+            quantization.quantize_static(
+                str(source),
+                str(output),
+                _reader(quantization.CalibrationDataReader, calibration, float_model.graph.input[0].name),
+                quant_format=quantization.QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=activation,
+                weight_type=quantization.QuantType.QInt8,
+                calibrate_method=quantization.CalibrationMethod.MinMax,
+            )
+
+
+def _reader(base, calibration: ModelInputs, input_name: str):
+    class Reader(base):
+        """ONNX Runtime's one-method data-reader protocol over our calibration batches."""
+
+        def __init__(self) -> None:
+            self._batches = calibration.batches(16)
+
+        def get_next(self):
+            batch = next(self._batches, None)
+            return None if batch is None else {input_name: batch}
+
+    return Reader()

@@ -1,0 +1,83 @@
+"""Every export is checked: run the output and the source on the same inputs and compare.
+
+Tolerances are relative to the source output's range on the check inputs. Float exports must
+agree almost exactly (max |Δ|); quantized ones are judged on the mean |Δ|, because a single
+saturated logit is normal for int8 while a broken scale or preprocessing moves every output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edgecompress.errors import ValidationError
+
+#: mode → (statistic, tolerance as a fraction of the source output range)
+TOLERANCES: dict[str, tuple[str, float]] = {
+    "float": ("max", 1e-3),
+    "float16": ("max", 2e-2),
+    "dynamic": ("mean", 0.05),
+    "int16x8": ("mean", 0.05),
+    "int8": ("mean", 0.08),
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    max_abs_diff: float
+    mean_abs_diff: float
+    output_range: float
+    statistic: str
+    tolerance: float
+    samples: int
+    inputs_from: str
+
+    @property
+    def relative(self) -> float:
+        value = self.max_abs_diff if self.statistic == "max" else self.mean_abs_diff
+        return value / self.output_range if self.output_range > 0 else value
+
+    @property
+    def passed(self) -> bool:
+        return bool(np.isfinite(self.relative)) and self.relative <= self.tolerance
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "relative": self.relative, "passed": self.passed}
+
+    def describe(self) -> str:
+        return (
+            f"max |Δ| {self.max_abs_diff:.3g}, mean |Δ| {self.mean_abs_diff:.3g} on {self.samples} {self.inputs_from} "
+            f"({self.statistic} {self.relative:.2%} of the output range; tolerance {self.tolerance:.2%})"
+        )
+
+
+def compare_outputs(
+    expected: list[np.ndarray], got: list[np.ndarray], mode: str, inputs_from: str
+) -> CheckResult:
+    statistic, tolerance = TOLERANCES[mode]
+    if len(expected) != len(got) or any(e.shape != g.shape for e, g in zip(expected, got, strict=False)):
+        raise ValidationError(
+            f"the exported model's outputs {[g.shape for g in got]} differ in shape from the source's "
+            f"{[e.shape for e in expected]}",
+            "report this with the model attached; use --debug for details",
+        )
+    diffs = np.concatenate([np.abs(e - g).ravel() for e, g in zip(expected, got, strict=True)])
+    flat = np.concatenate([e.ravel() for e in expected])
+    return CheckResult(
+        max_abs_diff=float(np.max(diffs)),
+        mean_abs_diff=float(np.mean(diffs)),
+        output_range=float(np.max(flat) - np.min(flat)),
+        statistic=statistic,
+        tolerance=tolerance,
+        samples=len(expected[0]),
+        inputs_from=inputs_from,
+    )
+
+
+def require_match(result: CheckResult, what: str) -> None:
+    if not result.passed:
+        raise ValidationError(
+            f"{what} does not match its source: {result.describe()}",
+            "check the calibration data and preprocessing, or try another --mode",
+        )

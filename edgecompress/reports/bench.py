@@ -1,0 +1,217 @@
+"""Latency, size and memory of one session: what `compress bench` measures for each model × runtime.
+
+Latency is timed around ``Session.run_raw`` only (inputs prepared and quantized beforehand), after
+warm-up runs, and reported as percentiles. Peak memory is the process's resident high-water mark
+while the model is opened and run, minus the resident size before; Linux lets us reset the mark
+(``/proc/self/clear_refs``), elsewhere it is left empty rather than guessed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgecompress.artifacts import size_of
+
+
+@dataclass(frozen=True)
+class Timing:
+    latencies_ms: np.ndarray
+
+    @property
+    def p50(self) -> float:
+        return float(np.percentile(self.latencies_ms, 50))
+
+    @property
+    def p90(self) -> float:
+        return float(np.percentile(self.latencies_ms, 90))
+
+    @property
+    def p99(self) -> float:
+        return float(np.percentile(self.latencies_ms, 99))
+
+
+def time_session(session, x: np.ndarray, warmup: int = 5, runs: int = 50, tick: Callable[[], None] | None = None) -> Timing:
+    prepared = session.prepare_raw(x)
+    for _ in range(warmup):
+        session.run_raw(prepared)
+    latencies = np.empty(runs, dtype=np.float64)
+    for i in range(runs):
+        start = time.perf_counter()
+        session.run_raw(prepared)
+        latencies[i] = (time.perf_counter() - start) * 1000.0
+        if tick:
+            tick()
+    return Timing(latencies)
+
+
+def gzip_size(path: Path) -> int:
+    """Compressed size: what pruned and clustered models gain shows here, not in the raw size."""
+    path = Path(path)
+    if path.is_dir():
+        return sum(gzip_size(p) for p in path.rglob("*") if p.is_file())
+    return len(gzip.compress(path.read_bytes(), compresslevel=9))
+
+
+def file_sizes(path: Path) -> tuple[int, int]:
+    return size_of(path), gzip_size(path)
+
+
+class MemoryWatch:
+    """Resident-memory high-water mark of this process over a block, relative to its start."""
+
+    def __init__(self) -> None:
+        self.peak_bytes: int | None = None
+        self._start = 0
+        self._supported = _reset_peak()
+
+    def __enter__(self) -> MemoryWatch:
+        self._start = _status_kib("VmRSS") or 0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        peak = _status_kib("VmHWM")
+        if self._supported and peak is not None:
+            self.peak_bytes = max(0, peak - self._start) * 1024
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kib(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def variant_name(artifact) -> str:
+    """A short name for how this model was made, from its lineage."""
+    steps = artifact.metadata.lineage
+    if not steps:
+        return f"source ({artifact.format.value})"
+    names = []
+    for step in steps:
+        params = step.params
+        if step.step == "quantize":
+            names.append(f"{params.get('mode')}{'' if params.get('per_channel', True) else '-per-tensor'}")
+        elif step.step == "export":
+            names.append("float")
+        else:
+            names.append(step.step)
+    return "+".join(names) + f" ({artifact.format.value})"
+
+
+def model_name(artifact) -> str:
+    """Models derived from one source share its name, so tables group them."""
+    if artifact.metadata.extra.get("model_name"):
+        return artifact.metadata.extra["model_name"]
+    steps = artifact.metadata.lineage
+    return Path(steps[0].source).stem if steps else artifact.path.stem
+
+
+def run_benchmarks(
+    artifacts,
+    runtimes=None,
+    threads: int | None = None,
+    warmup: int = 5,
+    runs: int = 50,
+    eval_spec=None,
+    device: str = "cpu",
+    trust_model: bool = False,
+    progress: bool = False,
+):
+    from tqdm import tqdm
+
+    from edgecompress.api import input_shape_of, model_inputs, resolve_preprocessing
+    from edgecompress.errors import EdgeCompressError
+    from edgecompress.models.tasks import TASKS, evaluate
+    from edgecompress.reports.records import BenchmarkRecord
+    from edgecompress.runtimes import RUNTIMES, get_runtime
+
+    backends = [get_runtime(name) for name in runtimes] if runtimes else [rt for _, rt in RUNTIMES.items()]
+    pairs = [(a, rt) for a in artifacts for rt in backends if rt.accepts(a)]
+    records: list[BenchmarkRecord] = []
+    roots: list[str | None] = []  # the source each record's model was derived from
+    by_hash: dict[str, BenchmarkRecord] = {}
+    bar = tqdm(total=len(pairs) * runs, disable=not progress, unit="run", leave=False, dynamic_ncols=True)
+    for artifact in artifacts:
+        mine = [rt for a, rt in pairs if a is artifact]
+        size, gz = file_sizes(artifact.path)
+        base = dict(
+            model=model_name(artifact),
+            variant=variant_name(artifact),
+            format=artifact.format.value,
+            device=device,
+            threads=threads,
+            size_bytes=size,
+            size_gzip_bytes=gz,
+            lineage=[s.step for s in artifact.metadata.lineage],
+        )
+        if not mine:
+            records.append(
+                BenchmarkRecord(
+                    **base, runtime="-", runtime_version="-", status="skipped", note="no requested runtime runs this format"
+                )
+            )
+            roots.append(None)
+            continue
+        data = None
+        if eval_spec is not None:
+            pre = resolve_preprocessing(artifact).preprocessing
+            data = model_inputs(eval_spec, input_shape_of(artifact, trust_model), pre, split="test", need_labels=True)
+        sha = artifact.sha256()
+        root = artifact.metadata.lineage[0].source_sha256 if artifact.metadata.lineage else None
+        for runtime in mine:
+            bar.set_description(f"{artifact.path.name} on {runtime.name}")
+            record = BenchmarkRecord(**base, runtime=runtime.name, runtime_version=runtime.version())
+            ok, why = runtime.device_available(device)
+            if not ok:
+                record.status, record.note = "unavailable", why
+                records.append(record)
+                roots.append(root)
+                bar.update(runs)
+                continue
+            try:
+                with MemoryWatch() as memory:
+                    session = runtime.open(artifact, device, threads, trust_model)
+                    shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+                    sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+                    timing = time_session(session, sample, warmup, runs, tick=lambda: bar.update(1))
+                record.peak_memory_bytes = memory.peak_bytes
+                record.runs = runs
+                record.latency_ms_p50, record.latency_ms_p90, record.latency_ms_p99 = timing.p50, timing.p90, timing.p99
+                record.throughput_per_s = 1000.0 / float(np.mean(timing.latencies_ms))
+                if data is not None:
+                    task = artifact.metadata.task or "classification"
+                    scores = evaluate(session, data, task)
+                    record.metrics = scores
+                    record.metric_name = TASKS.get(task).primary_metric
+                    record.metric_value = scores[record.metric_name]
+                session.close()
+            except EdgeCompressError as exc:
+                record.status, record.note = "error", str(exc)
+            records.append(record)
+            roots.append(root)
+            by_hash.setdefault(sha, record)
+    bar.close()
+    for record, root in zip(records, roots, strict=True):
+        baseline = by_hash.get(root) if root else None
+        if baseline and baseline.metric_value is not None and record.metric_value is not None:
+            record.metric_delta = record.metric_value - baseline.metric_value
+    return records

@@ -1,0 +1,66 @@
+"""BenchmarkRecord: one flat, typed row. Tables, CSV, JSON and plots are renderings of a list of them."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
+
+
+@dataclass
+class BenchmarkRecord:
+    model: str
+    variant: str
+    format: str
+    runtime: str
+    runtime_version: str
+    device: str
+    threads: int | None
+    size_bytes: int
+    size_gzip_bytes: int
+    latency_ms_p50: float | None = None
+    latency_ms_p90: float | None = None
+    latency_ms_p99: float | None = None
+    throughput_per_s: float | None = None
+    peak_memory_bytes: int | None = None
+    batch_size: int = 1
+    runs: int = 0
+    metric_name: str | None = None
+    metric_value: float | None = None
+    metric_delta: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    lineage: list[str] = field(default_factory=list)
+    status: str = "ok"
+    note: str = ""
+    machine: str = field(default_factory=machine_description)
+    timestamp: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchmarkRecord:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def flat(self) -> dict[str, Any]:
+        """One level, for CSV: nested metrics become ``metric_<name>`` columns."""
+        row = self.to_dict()
+        metrics = row.pop("metrics")
+        row["lineage"] = " → ".join(row["lineage"])
+        row.update({f"metric_{k}": v for k, v in metrics.items()})
+        return row
