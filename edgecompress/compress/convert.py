@@ -12,11 +12,10 @@ from pathlib import Path
 
 from edgecompress._env import import_tensorflow, native_output_silenced
 from edgecompress.calibration.data import ModelInputs
+from edgecompress.compress.tflite_graph import float_ops
 from edgecompress.errors import EdgeCompressError, UnsupportedError, require
 
 ONNX_OPSET = 17
-#: ONNX Runtime writes int16 QuantizeLinear/DequantizeLinear in the standard domain only from opset 21.
-ONNX_OPSET_INT16 = 21
 
 
 def keras_to_tflite(
@@ -55,9 +54,17 @@ def keras_to_tflite(
         converter._experimental_disable_per_channel = not per_channel  # noqa: SLF001
     try:
         with native_output_silenced():
-            return converter.convert()
+            data = converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError, ValueError, RuntimeError…
         raise _conversion_error(exc, mode) from exc
+    if mode == "int8":
+        left = float_ops(data)
+        if left:
+            raise UnsupportedError(
+                f"full-int8 conversion left op(s) {', '.join(left)} in float (no int8 kernel)",
+                "use --mode dynamic or --mode int16x8, or replace that layer",
+            )
+    return data
 
 
 def _conversion_error(exc: Exception, mode: str) -> EdgeCompressError:
@@ -128,6 +135,9 @@ def onnx_quantize(
                 activation_type=activation,
                 weight_type=quantization.QuantType.QInt8,
                 calibrate_method=quantization.CalibrationMethod.MinMax,
+                # int16 Q/DQ exist in the standard domain only from opset 21, which tf2onnx cannot
+                # write yet; ONNX Runtime's com.microsoft Q/DQ ops take int16 at any opset.
+                extra_options={"UseQDQContribOps": mode == "int16x8"},
             )
 
 

@@ -120,10 +120,7 @@ class QuantizePass(Pass):
                 )
                 tmp.write_bytes(data)
             else:
-                proto = convert.keras_to_onnx(
-                    keras_model.model,
-                    convert.ONNX_OPSET_INT16 if config.mode is QuantMode.INT16X8 else convert.ONNX_OPSET,
-                )
+                proto = convert.keras_to_onnx(keras_model.model)
                 convert.onnx_quantize(proto, config.mode.value, tmp, calibration, config.per_channel)
             seconds = time.perf_counter() - started
             metadata: Metadata = output_metadata(artifact, keras_model, context, "quantize", self.params())

@@ -1,9 +1,8 @@
 """Latency, size and memory of one session: what `compress bench` measures for each model × runtime.
 
 Latency is timed around ``Session.run_raw`` only (inputs prepared and quantized beforehand), after
-warm-up runs, and reported as percentiles. Peak memory is the process's resident high-water mark
-while the model is opened and run, minus the resident size before; Linux lets us reset the mark
-(``/proc/self/clear_refs``), elsewhere it is left empty rather than guessed.
+warm-up runs, and reported as percentiles. Peak memory is measured in a fresh process (see
+:func:`peak_memory`); where that is impossible it is left empty rather than guessed.
 """
 
 from __future__ import annotations
@@ -62,31 +61,37 @@ def file_sizes(path: Path) -> tuple[int, int]:
     return size_of(path), gzip_size(path)
 
 
-class MemoryWatch:
-    """Resident-memory high-water mark of this process over a block, relative to its start."""
+def peak_memory(runtime: str, path: Path, threads: int | None, trust_model: bool, timeout: float = 180.0) -> int | None:
+    """Peak resident memory of opening and running the model, measured in a fresh process.
 
-    def __init__(self) -> None:
-        self.peak_bytes: int | None = None
-        self._start = 0
-        self._supported = _reset_peak()
+    In the benchmarking process itself freed memory is reused from earlier models, so a high-water
+    mark there says little. The child imports the runtime first and subtracts that baseline.
+    Returns None where it cannot be measured (not Linux, or the child failed).
+    """
+    import multiprocessing
 
-    def __enter__(self) -> MemoryWatch:
-        self._start = _status_kib("VmRSS") or 0
-        return self
-
-    def __exit__(self, *exc) -> None:
-        peak = _status_kib("VmHWM")
-        if self._supported and peak is not None:
-            self.peak_bytes = max(0, peak - self._start) * 1024
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        try:
+            return pool.apply_async(_memory_child, (runtime, str(path), threads, trust_model)).get(timeout)
+        except Exception:  # noqa: BLE001 - a failed measurement is reported as missing, not guessed
+            return None
 
 
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
+def _memory_child(runtime: str, path: str, threads: int | None, trust_model: bool) -> int | None:
+    from edgecompress.artifacts import Artifact
+    from edgecompress.runtimes import get_runtime
+
+    backend = get_runtime(runtime)
+    backend.version()  # imports the runtime's modules before the baseline is taken
+    baseline = _status_kib("VmRSS")
+    session = backend.open(Artifact.open(path), "cpu", threads, trust_model)
+    shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+    prepared = session.prepare_raw(np.zeros((1, *shape), dtype=np.float32))
+    for _ in range(3):
+        session.run_raw(prepared)
+    peak = _status_kib("VmHWM")
+    return None if baseline is None or peak is None else max(0, peak - baseline) * 1024
 
 
 def _status_kib(key: str) -> int | None:
@@ -188,12 +193,12 @@ def run_benchmarks(
                 bar.update(runs)
                 continue
             try:
-                with MemoryWatch() as memory:
-                    session = runtime.open(artifact, device, threads, trust_model)
-                    shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
-                    sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-                    timing = time_session(session, sample, warmup, runs, tick=lambda: bar.update(1))
-                record.peak_memory_bytes = memory.peak_bytes
+                session = runtime.open(artifact, device, threads, trust_model)
+                shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+                sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+                timing = time_session(session, sample, warmup, runs, tick=lambda: bar.update(1))
+                if device == "cpu":
+                    record.peak_memory_bytes = peak_memory(runtime.name, artifact.path, threads, trust_model)
                 record.runs = runs
                 record.latency_ms_p50, record.latency_ms_p90, record.latency_ms_p99 = timing.p50, timing.p90, timing.p99
                 record.throughput_per_s = 1000.0 / float(np.mean(timing.latencies_ms))
