@@ -68,7 +68,8 @@ def load_images(
         if path.is_dir():
             data = _load_folder(path, target_hw)
         elif path.suffix.lower() == ".npy":
-            data = ImageSet(_load_npy(path), None, str(path))
+            array = _load_npy(path)
+            data = ImageSet(array, None, str(path), preprocessed=array.dtype.kind == "f")
         elif path.suffix.lower() == ".npz":
             data = _load_npz(path)
         else:

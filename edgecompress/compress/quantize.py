@@ -78,7 +78,11 @@ class QuantizeConfig:
 def choose_mode(requested: str | None, has_calibration: bool) -> tuple[QuantMode, str]:
     """The mode to use and why, so the CLI can say it."""
     if requested:
-        return QuantMode(requested), "as requested"
+        try:
+            return QuantMode(str(requested).lower()), "as requested"
+        except ValueError:
+            valid = ", ".join(m.value for m in QuantMode)
+            raise UsageError(f"unknown mode '{requested}'", f"choose one of: {valid}") from None
     if has_calibration:
         return QuantMode.INT8, "calibration data was given, so full int8"
     return QuantMode.DYNAMIC, "no calibration data was given, so dynamic range (pass --calib for full int8)"

@@ -246,7 +246,7 @@ def _copy_model(source, tf_keras):
                 lambda t: tensors[id(t)] if isinstance(t, keras.KerasTensor) else t, (args, kwargs)
             )
             outputs = new_layer(*mapped_args, **mapped_kwargs)
-            for old, new in zip(keras.tree.flatten(node.outputs), tf_keras.backend.tf.nest.flatten(outputs), strict=True):
+            for old, new in zip(keras.tree.flatten(node.outputs), keras.tree.flatten(outputs), strict=True):
                 tensors[id(old)] = new
         if operation.weights:
             new_layer.set_weights(operation.get_weights())

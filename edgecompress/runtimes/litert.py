@@ -95,7 +95,9 @@ class LiteRTRuntime(Runtime):
 
     def available(self) -> tuple[bool, str]:
         cls, _ = interpreter_class()
-        return (cls is not None), 'no LiteRT interpreter: pip install "edgecompress[litert]"'
+        if cls is None:
+            return False, 'no LiteRT interpreter: pip install "edgecompress[litert]"'
+        return True, ""
 
     def version(self) -> str:
         _, source = interpreter_class()

@@ -1,0 +1,106 @@
+"""The Session contract, for every registered runtime: float in, float out, same answers."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from edgecompress import api
+from edgecompress.artifacts import Artifact
+from edgecompress.errors import MissingDependencyError, ModelLoadError, RuntimeUnavailableError, UsageError
+from edgecompress.runtimes import RUNTIMES, get_runtime, open_session, runtime_for
+
+
+@pytest.fixture(scope="module")
+def models_by_runtime(tiny_classifier, tiny_int8, tiny_onnx):
+    return {"keras": tiny_classifier, "litert": tiny_int8, "onnxruntime": tiny_onnx}
+
+
+@pytest.fixture(scope="module")
+def sample():
+    from edgecompress.models.zoo import SYMMETRIC
+
+    return api.model_inputs("digits", (32, 32, 3), SYMMETRIC, samples=24)
+
+
+@pytest.mark.parametrize("name", RUNTIMES.names())
+def test_session_contract(name, models_by_runtime, sample):
+    runtime = get_runtime(name)
+    assert runtime.available() == (True, "")
+    artifact = Artifact.open(models_by_runtime[name])
+    assert runtime_for(artifact) is runtime
+    with runtime.open(artifact, threads=2) as session:
+        assert session.inputs[0].shape[1:] == (32, 32, 3)
+        x = sample.array()
+        odd = session.predict(x[:5])  # a batch size the model was not converted with
+        full = session.predict(x)
+        assert full.shape == (24, 10) and full.dtype == np.float32
+        np.testing.assert_allclose(odd, full[:5], atol=1e-5)
+        prepared = session.prepare_raw(x[:1])
+        session.run_raw(prepared)
+
+
+def test_runtimes_agree_on_predictions(models_by_runtime, sample):
+    x = sample.array()
+    predictions = {}
+    for name, path in models_by_runtime.items():
+        with open_session(Artifact.open(path)) as session:
+            predictions[name] = np.argmax(session.predict(x), axis=1)
+    assert np.mean(predictions["keras"] == predictions["onnxruntime"]) == 1.0
+    assert np.mean(predictions["keras"] == predictions["litert"]) >= 0.9
+
+
+@pytest.mark.parametrize("name", RUNTIMES.names())
+def test_gpu_target_says_why_it_is_unavailable(name, models_by_runtime):
+    runtime = get_runtime(name)
+    ok, why = runtime.device_available("gpu")
+    if ok:
+        pytest.skip(f"{name} has a GPU here")
+    assert why
+    with pytest.raises(RuntimeUnavailableError, match="cannot use the gpu"):
+        runtime.open(Artifact.open(models_by_runtime[name]), device="gpu")
+
+
+def test_wrong_runtime_for_format(tiny_onnx):
+    with pytest.raises(RuntimeUnavailableError, match="cannot run a onnx model"):
+        get_runtime("litert").open(Artifact.open(tiny_onnx))
+    with pytest.raises(UsageError, match="unknown runtime 'tvm'"):
+        get_runtime("tvm")
+
+
+def test_wrong_input_shape_is_a_clear_error(tiny_int8):
+    from edgecompress.errors import DataError
+
+    with open_session(Artifact.open(tiny_int8)) as session, pytest.raises(DataError, match="does not fit"):
+        session.predict(np.zeros((1, 16, 16, 3), np.float32))
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9])
+def test_truncated_tflite_is_a_clear_error(out, tiny_int8, cut):
+    data = tiny_int8.read_bytes()
+    path = out / "cut.tflite"
+    path.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(ModelLoadError, match="damaged"):
+        open_session(Artifact.open(path))
+
+
+def test_corrupt_onnx_is_a_clear_error(out):
+    path = out / "bad.onnx"
+    path.write_bytes(b"\x08\x07garbage that is not a protobuf model" * 10)
+    with pytest.raises(ModelLoadError, match="damaged"):
+        open_session(Artifact.open(path))
+
+
+def test_missing_onnxruntime_names_the_extra(monkeypatch, tiny_onnx):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    ok, why = get_runtime("onnxruntime").available()
+    assert not ok and 'edgecompress[onnx]' in why
+    with pytest.raises(RuntimeUnavailableError, match=r"edgecompress\[onnx\]"):
+        open_session(Artifact.open(tiny_onnx))
+
+
+def test_missing_tf2onnx_names_the_extra(monkeypatch, out, tiny_classifier):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)
+    with pytest.raises(MissingDependencyError, match=r'pip install "edgecompress\[onnx\]"'):
+        api.export(tiny_classifier, out / "x.onnx", format="onnx")
+    assert not (out / "x.onnx").exists()
