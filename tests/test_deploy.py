@@ -336,3 +336,33 @@ def test_op_checks_flag_flex_custom_and_lce_ops(tflite_models):
 def test_builtin_ops_are_checked_against_the_pinned_runtime(bundles):
     meta = json.loads((bundles[("segmentation", "int8")] / "model.tflite.json").read_text())
     assert not [w for w in meta["deploy"]["warnings"] if w["code"] in ("ops-unchecked", "missing-kernels", "unknown-builtins")]
+
+
+def test_binarized_bundle_runs_on_lce_without_tensorflow(workdir):
+    """An LCE model: flagged on Android (no LCE wheel), runnable on Linux through LCE's own interpreter."""
+    lq = pytest.importorskip("larq")
+    lce = pytest.importorskip("larq_compute_engine")
+    from edgecompress._env import native_output_silenced
+
+    keras = import_tf_keras()
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, strides=2)(inputs))
+    x = lq.layers.QuantConv2D(16, 3, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                              kernel_constraint="weight_clip", use_bias=False)(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.BatchNormalization()(x))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    with native_output_silenced():
+        data = lce.convert_keras_model(model)
+    path = workdir / "binarized.tflite"
+    path.write_bytes(data)
+    write_metadata(path, Metadata(task="classification", preprocessing=PREPROCESSING, labels=("a", "b", "c", "d")))
+
+    android = build_bundle(path, "android", workdir / "bnn-android")
+    assert "lce-runtime" in {f.code for f in android.findings}
+    linux = build_bundle(path, "linux", workdir / "bnn-linux")
+    assert linux.facts.binarized and not linux.findings
+    assert "larq-compute-engine==0.16.0" in (workdir / "bnn-linux" / "requirements.txt").read_text().splitlines()
+    report = check_bundle(workdir / "bnn-linux", runs=10).to_dict()
+    assert report["runtime"] == "larq_compute_engine"
+    assert report["tolerance_check"]["passed"] and report["task_agreement"] == 1.0
+    assert not [p for p in report["packages"] if "tensorflow" in p.lower()]
