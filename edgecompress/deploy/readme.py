@@ -37,7 +37,8 @@ def _model_section(metadata: dict) -> str:
         + (", binarized (Larq Compute Engine ops)" if deploy["binarized"] else ""),
         f"- about {deploy['macs'] / 1e6:.1f} M multiply-accumulates per inference",
         f"- preprocessing ({deploy['preprocessing_origin']}): resize ({pre['resize']}) to the input size, "
-        f"x = (pixel * {pre['scale']:.6g} + {pre['offset']:.6g} - mean {pre['mean']}) / std {pre['std']}, "
+        f"x = (pixel * {pre['scale']:.6g} {'-' if pre['offset'] < 0 else '+'} {abs(pre['offset']):.6g} "
+        f"- mean {pre['mean']}) / std {pre['std']}, "
         f"{pre['color']} channel order; `preprocessing.py` does exactly this",
     ]
     for label, spec in [("input", tensor), *((f"output {i}", o) for i, o in enumerate(deploy["outputs"]))]:
