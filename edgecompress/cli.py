@@ -261,3 +261,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+from edgecompress.cli_deploy import deploy  # noqa: E402 - registered last so edits above never collide
+
+cli.add_command(deploy)

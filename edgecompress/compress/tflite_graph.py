@@ -64,3 +64,64 @@ def op_counts(data: bytes) -> Counter:
 def float_ops(data: bytes) -> list[str]:
     """Ops that compute in float inside a model meant to be integer-only."""
     return sorted({op.name for op in operators(data) if op.name not in BOUNDARY_OPS and "FLOAT32" in op.output_types})
+
+
+#: op → how its multiply-accumulates follow from (output shape, weight shape, input shape), per sample.
+_MAC_RULES = {
+    # weights (O, kh, kw, I), output (N, H, W, O)
+    "CONV_2D": lambda out, w, inp: _prod(out[1:]) * _prod(w[1:]),
+    # weights (1, kh, kw, O): one kh×kw window per output value
+    "DEPTHWISE_CONV_2D": lambda out, w, inp: _prod(out[1:]) * w[1] * w[2],
+    # weights (O, I)
+    "FULLY_CONNECTED": lambda out, w, inp: (_prod(out) // max(1, out[-1])) // max(1, out[0]) * w[0] * w[1],
+    # weights (O, kh, kw, I), data input (N, h, w, I): every input value is spread over a kh×kw×O window
+    "TRANSPOSE_CONV": lambda out, w, inp: _prod(inp[1:]) * w[0] * w[1] * w[2],
+}
+# LCE's binary convolutions are left out: their bit-packed XNOR-popcount MACs cost a small fraction
+# of an int8 MAC on ARM, so adding them to the same total would overstate a binarized model's cost.
+#: which operator input holds the weights, and which the data, for each rule
+_MAC_INPUTS = {"TRANSPOSE_CONV": (1, 2)}
+
+
+def _prod(shape) -> int:
+    result = 1
+    for d in shape:
+        result *= max(1, int(d))
+    return result
+
+
+def estimate_macs(data: bytes) -> dict[str, int]:
+    """Multiply-accumulates per sample of the conv / fully-connected ops, by op name.
+
+    Why an estimate: element-wise ops, pooling and resizes are left out; they are a few percent of
+    a CNN's arithmetic. Enough to tell whether an input size is far beyond a device's budget.
+    """
+    schema, op_names, _ = _schema()
+    model = schema.Model.GetRootAs(data, 0)
+    totals: Counter = Counter()
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+
+        def shape(index: int, graph=graph) -> tuple[int, ...]:
+            tensor = graph.Tensors(index)
+            return tuple(int(tensor.Shape(k)) for k in range(tensor.ShapeLength()))
+
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            name = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "")
+            if name == "CUSTOM":
+                name = (code.CustomCode() or b"").decode()
+            if name not in _MAC_RULES or op.OutputsLength() < 1:
+                continue
+            weight_at, data_at = _MAC_INPUTS.get(name, (1, 0))
+            if op.InputsLength() <= max(weight_at, data_at):
+                continue
+            out, weights, inp = shape(op.Outputs(0)), shape(op.Inputs(weight_at)), shape(op.Inputs(data_at))
+            if len(out) < 2 or len(weights) < 2:
+                continue
+            try:
+                totals[name] += int(_MAC_RULES[name](out, weights, inp))
+            except IndexError:
+                continue  # an unusual layout: leave the op out of the estimate rather than guess
+    return dict(totals)

@@ -1,0 +1,187 @@
+"""Run the bundled model on images or .npy files and print or write what its task produces.
+
+    python3 run.py INPUT [INPUT ...] [--top-k 5] [--threads 4] [--out DIR] [--json] [--save FILE.npz]
+
+INPUT is a .npy file or an image (PNG/JPEG, needs Pillow). A uint8 .npy holds raw pixels
+((H, W), (H, W, C) or (N, H, W, C)) and goes through the recorded preprocessing; a float .npy holds
+model inputs of exactly the model's input shape, with or without a leading batch axis.
+Classification prints the top-k classes; segmentation writes a mask per input; keypoints writes
+JSON per input. Depends only on numpy and a LiteRT interpreter (see requirements.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from litert_model import Model
+from preprocessing import Preprocessing
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def read_image(path: Path, channels: int) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise SystemExit(
+            f"reading {path.suffix} files needs Pillow: pip install pillow (Raspberry Pi OS: sudo apt install "
+            "python3-pil), or save the image as a uint8 .npy"
+        ) from None
+    with Image.open(path) as image:
+        return np.asarray(image.convert("L" if channels == 1 else "RGB"))
+
+
+def load_samples(path: Path, model: Model, preprocessing: Preprocessing) -> list[tuple[str, np.ndarray]]:
+    """(name, float model input) pairs from one file."""
+    height, width, channels = model.input_hwc
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        pixels = read_image(path, channels)[None]
+    elif path.suffix.lower() == ".npy":
+        array = np.load(path, allow_pickle=False)
+        if array.dtype.kind == "f":
+            batch = array[None] if array.shape == (height, width, channels) else array
+            if batch.shape[1:] != (height, width, channels):
+                raise SystemExit(
+                    f"{path}: float arrays are model inputs and must have shape {(height, width, channels)}, "
+                    f"not {array.shape}; save raw pixels as uint8 to have them preprocessed"
+                )
+            return _named(path, batch.astype(np.float32))
+        if array.dtype != np.uint8:
+            raise SystemExit(f"{path}: expected uint8 pixels or float32 model inputs, not {array.dtype}")
+        single = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4))
+        pixels = array[None] if single else array
+    else:
+        raise SystemExit(f"{path}: unsupported input; pass a .npy file or a PNG/JPEG image")
+    return _named(path, preprocessing.apply(pixels, height, width, channels))
+
+
+def _named(path: Path, batch: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    if len(batch) == 1:
+        return [(str(path), batch[0])]
+    return [(f"{path}[{i}]", sample) for i, sample in enumerate(batch)]
+
+
+def classification(name: str, outputs: list[np.ndarray], meta: dict, args) -> dict:
+    scores = outputs[0].reshape(-1)
+    labels = meta.get("labels") or []
+    top = np.argsort(-scores, kind="stable")[: args.top_k]
+    result = [
+        {"index": int(i), "label": labels[i] if i < len(labels) else str(int(i)), "score": float(scores[i])}
+        for i in top
+    ]
+    if not args.json:
+        print(name + ": " + "  ".join(f"{r['label']} {r['score']:.4f}" for r in result))
+    return {"input": name, "top_k": result}
+
+
+def segmentation(name: str, outputs: list[np.ndarray], meta: dict, args) -> dict:
+    scores = outputs[0]
+    if scores.ndim == 3 and scores.shape[-1] > 1:
+        mask = np.argmax(scores, axis=-1).astype(np.uint8)
+    else:
+        threshold = float(meta.get("extra", {}).get("mask_threshold", 0.5))
+        mask = (scores.reshape(scores.shape[:2]) > threshold).astype(np.uint8)
+    path = args.out / (_stem(name) + ".mask.npy")
+    np.save(path, mask)
+    written = [str(path)]
+    try:
+        from PIL import Image
+
+        visible = mask * (255 // max(1, int(mask.max()))) if mask.max() else mask
+        Image.fromarray(visible.astype(np.uint8)).save(path.with_suffix(".png"))
+        written.append(str(path.with_suffix(".png")))
+    except ImportError:
+        pass  # the .npy mask is the no-extra-dependency output
+    classes, counts = np.unique(mask, return_counts=True)
+    fractions = {int(c): float(n) / mask.size for c, n in zip(classes, counts, strict=True)}
+    if not args.json:
+        shares = ", ".join(f"class {c}: {f:.1%}" for c, f in fractions.items())
+        print(f"{name}: mask {mask.shape[1]}x{mask.shape[0]} -> {', '.join(written)} ({shares})")
+    return {"input": name, "mask": written, "class_fractions": fractions}
+
+
+def keypoints(name: str, outputs: list[np.ndarray], meta: dict, args) -> dict:
+    names = meta.get("labels") or []
+    points = decode_keypoints(outputs[0], names)
+    document = {
+        "input": name,
+        "keypoints": points,
+        "outputs": {spec["name"]: out.tolist() for spec, out in zip(meta["deploy"]["outputs"], outputs, strict=True)},
+    }
+    path = args.out / (_stem(name) + ".keypoints.json")
+    path.write_text(json.dumps(document, indent=1) + "\n")
+    if not args.json:
+        print(f"{name}: {len(points)} keypoints -> {path}")
+    return {"input": name, "keypoints": points, "file": str(path)}
+
+
+def decode_keypoints(out: np.ndarray, names: list) -> list[dict]:
+    """Heatmaps (H, W, K) → per-channel peak in [0, 1] coordinates; (K, 2|3) or flat 2K/3K → x, y[, score]."""
+    if out.ndim == 3:
+        height, width, count = out.shape
+        flat = out.reshape(-1, count)
+        peaks = np.argmax(flat, axis=0)
+        rows = [((p % width + 0.5) / width, (p // width + 0.5) / height, flat[p, k]) for k, p in enumerate(peaks)]
+    else:
+        per = out.shape[-1] if out.ndim == 2 else (3 if out.size % 3 == 0 and out.size % 2 else 2)
+        rows = [tuple(r) for r in out.reshape(-1, per)]
+    points = []
+    for k, row in enumerate(rows):
+        point = {"name": names[k] if k < len(names) else str(k), "x": float(row[0]), "y": float(row[1])}
+        if len(row) > 2:
+            point["score"] = float(row[2])
+        points.append(point)
+    return points
+
+
+def raw_outputs(name: str, outputs: list[np.ndarray], meta: dict, args) -> dict:
+    if not args.json:
+        print(f"{name}: " + ", ".join(f"output {i} shape {o.shape}" for i, o in enumerate(outputs)))
+    return {"input": name}
+
+
+TASKS = {"classification": classification, "segmentation": segmentation, "keypoints": keypoints}
+
+
+def _stem(name: str) -> str:
+    """``photo.png`` → ``photo``; ``batch.npy[3]`` → ``batch_3``, so batch items get their own files."""
+    base, _, index = name.partition("[")
+    stem = Path(base).stem
+    return f"{stem}_{index.rstrip(']')}" if index else stem
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("inputs", nargs="+", type=Path, help=".npy files or PNG/JPEG images")
+    parser.add_argument("--top-k", type=int, default=5, help="classes to print (classification)")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: runtime's)")
+    parser.add_argument("--out", type=Path, default=Path("."), help="where masks / keypoint JSON go")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    parser.add_argument("--save", type=Path, help="also save every output (float, batch-stacked) to this .npz")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    model = Model(threads=args.threads)
+    meta = model.metadata
+    preprocessing = Preprocessing.from_dict(meta.get("preprocessing") or {})
+    handle = TASKS.get(meta.get("task") or "", raw_outputs)
+    results, collected = [], []
+    for path in args.inputs:
+        for name, sample in load_samples(path, model, preprocessing):
+            outputs = model.run(sample)
+            collected.append(outputs)
+            results.append(handle(name, outputs, meta, args))
+    if args.save:
+        stacked = {f"output_{i}": np.stack(parts) for i, parts in enumerate(zip(*collected, strict=True))}
+        np.savez(args.save, **stacked)
+    if args.json:
+        print(json.dumps({"task": meta.get("task"), "runtime": model.runtime, "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

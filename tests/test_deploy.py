@@ -1,0 +1,368 @@
+"""Deploy bundles: build, pre-deploy checks, and `compress deploy --check` in a TensorFlow-free venv.
+
+Three tiny tf_keras models (classifier, U-Net-like segmenter, two-output keypoint model) at 32 px,
+each exported to int8 and float TFLite through the public API. The check venv is created once per
+machine (cached by the requirements' hash), so only the first run pays for `pip install`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgecompress import api
+from edgecompress._env import import_tf_keras
+from edgecompress.artifacts import Metadata, write_metadata
+from edgecompress.calibration.data import ImageSet
+from edgecompress.calibration.preprocessing import Preprocessing
+from edgecompress.cli import cli
+from edgecompress.compress.tflite_graph import OpInfo
+from edgecompress.deploy import build_bundle, check_bundle, get_target
+from edgecompress.deploy.checks import ModelFacts, run_checks
+from edgecompress.deploy.venv import FORBIDDEN_MODULES, clean_env, python_of
+from edgecompress.errors import UsageError, ValidationError
+
+SIZE = 32
+KEYPOINTS = ("nose", "left_eye", "right_eye", "left_hand", "right_hand")
+PREPROCESSING = Preprocessing(scale=1 / 127.5, offset=-1.0)
+
+
+def _classifier(keras):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x))
+
+
+def _segmenter(keras):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    skip = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.MaxPooling2D()(skip)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.UpSampling2D()(x)
+    x = keras.layers.Concatenate()([x, skip])
+    return keras.Model(inputs, keras.layers.Conv2D(3, 1, activation="softmax")(x))
+
+
+def _keypointer(keras):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    coords = keras.layers.Reshape((len(KEYPOINTS), 2), name="coords")(keras.layers.Dense(2 * len(KEYPOINTS))(x))
+    visibility = keras.layers.Dense(len(KEYPOINTS), activation="sigmoid", name="visibility")(x)
+    return keras.Model(inputs, [coords, visibility])
+
+
+BUILDERS = {
+    "classification": (_classifier, ("cat", "dog", "bird", "fish", "frog")),
+    "segmentation": (_segmenter, ("background", "road", "car")),
+    "keypoints": (_keypointer, KEYPOINTS),
+}
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("deploy")
+
+
+@pytest.fixture(scope="session")
+def calibration() -> ImageSet:
+    pixels = np.random.default_rng(0).integers(0, 256, size=(24, SIZE, SIZE, 3), dtype=np.uint8)
+    return ImageSet(pixels, None, "random test pixels")
+
+
+@pytest.fixture(scope="session")
+def keras_models(workdir) -> dict[str, Path]:
+    keras = import_tf_keras()
+    keras.utils.set_random_seed(0)
+    paths = {}
+    for task, (builder, labels) in BUILDERS.items():
+        path = workdir / f"{task}.h5"
+        builder(keras).save(path)
+        write_metadata(path, Metadata(task=task, preprocessing=PREPROCESSING, labels=labels))
+        paths[task] = path
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tflite_models(keras_models, calibration, workdir) -> dict[tuple[str, str], Path]:
+    models = {}
+    for task, source in keras_models.items():
+        int8 = workdir / f"{task}.int8.tflite"
+        api.quantize(source, int8, mode="int8", calib=calibration)
+        flt = workdir / f"{task}.float.tflite"
+        api.export(source, flt)
+        models[(task, "int8")], models[(task, "float")] = int8, flt
+    return models
+
+
+CASES = [(task, mode) for task in BUILDERS for mode in ("int8", "float")]
+TARGET_OF = {"classification": "rpi", "segmentation": "linux", "keypoints": "android"}
+
+
+@pytest.fixture(scope="session")
+def bundles(tflite_models, workdir) -> dict[tuple[str, str], Path]:
+    out = {}
+    for (task, mode), model in tflite_models.items():
+        path = workdir / "bundles" / f"{task}-{mode}"
+        build_bundle(model, TARGET_OF[task], path)
+        out[(task, mode)] = path
+    return out
+
+
+@pytest.fixture(scope="session")
+def checks(bundles) -> dict:
+    """One --check per bundle: through the CLI for int8 bundles, through the API for float ones."""
+    results = {}
+    runner = CliRunner()
+    for key, path in bundles.items():
+        if key[1] == "int8":
+            result = runner.invoke(cli, ["deploy", "--check", str(path), "--json", "--runs", "20"])
+            assert result.exit_code == 0, result.output
+            results[key] = json.loads(result.stdout)
+        else:
+            results[key] = check_bundle(path, runs=20).to_dict()
+    return results
+
+
+@pytest.mark.parametrize(("task", "mode"), CASES)
+def test_check_matches_toolkit_litert(checks, task, mode):
+    report = checks[(task, mode)]
+    assert report["task"] == task
+    assert report["integer"] is (mode == "int8")
+    assert report["samples"] == 4
+    expected_outputs = 2 if task == "keypoints" else 1
+    assert len(report["outputs"]) == expected_outputs
+    if mode == "int8":
+        assert all(o["exact"] and o["max_abs_diff"] == 0.0 for o in report["outputs"])
+        assert report["task_agreement"] == 1.0
+    else:
+        tolerance = report["tolerance_check"]
+        assert tolerance["passed"] and tolerance["relative"] <= tolerance["tolerance"]
+        assert tolerance["output_range"] > 0  # the outputs vary, so agreement is not trivial
+    assert report["bench"]["latency_ms_p50"] > 0
+    assert report["bench"]["latency_ms_p90"] >= report["bench"]["latency_ms_p50"]
+    assert report["bench"]["runs"] == 20
+
+
+def test_check_environment_has_no_tensorflow(checks):
+    venvs = {report["venv"] for report in checks.values()}
+    assert len(venvs) == 1, "bundles with the same requirements must share one cached venv"
+    venv = Path(venvs.pop())
+    packages = next(iter(checks.values()))["packages"]
+    assert any(p.startswith("ai-edge-litert==2.3.0") for p in packages)
+    assert not [p for p in packages if "tensorflow" in p.lower() or p.lower().startswith(("keras", "tf-keras"))]
+    for module in FORBIDDEN_MODULES:
+        probe = subprocess.run([str(python_of(venv)), "-c", f"import {module}"], capture_output=True,
+                               env=clean_env(), cwd=venv, check=False)
+        assert probe.returncode != 0, f"{module} imports in the check environment"
+
+
+def test_check_catches_a_bundle_that_disagrees(bundles, workdir):
+    """A bundle whose preprocessing drifted from the toolkit's must fail the check."""
+    import shutil
+
+    broken = workdir / "broken-bundle"
+    shutil.copytree(bundles[("classification", "int8")], broken)
+    source = (broken / "preprocessing.py").read_text()
+    (broken / "preprocessing.py").write_text(source.replace("x = x * np.float32(self.scale)", "x = x * np.float32(self.scale * 0.5)"))
+    with pytest.raises(ValidationError, match="must be identical"):
+        check_bundle(broken, runs=5)
+
+
+def test_bundle_contents_and_metadata(bundles, tflite_models):
+    path = bundles[("keypoints", "int8")]
+    names = {p.name for p in path.iterdir()}
+    assert {"model.tflite", "model.tflite.json", "run.py", "bench.py", "litert_model.py", "preprocessing.py",
+            "requirements.txt", "README.md", "sample.npy"} <= names
+    assert (path / "model.tflite").read_bytes() == tflite_models[("keypoints", "int8")].read_bytes()
+    meta = json.loads((path / "model.tflite.json").read_text())
+    assert meta["task"] == "keypoints" and tuple(meta["labels"]) == KEYPOINTS
+    assert meta["preprocessing"]["scale"] == pytest.approx(1 / 127.5)
+    assert [o["shape"][1:] for o in meta["deploy"]["outputs"]] == [[len(KEYPOINTS), 2], [len(KEYPOINTS)]]
+    assert all(o["dtype"] == "float32" for o in meta["deploy"]["outputs"])
+    assert meta["deploy"]["integer"] is True
+    readme = (path / "README.md").read_text()
+    assert "adb push" in readme and "org.tensorflow.lite.Interpreter" in readme
+    rpi = (bundles[("classification", "int8")] / "README.md").read_text()
+    assert "scp -r classification-int8 pi@" in rpi and "pip install pillow" in rpi
+    requirements = (bundles[("classification", "int8")] / "requirements.txt").read_text().splitlines()
+    assert "ai-edge-litert==2.3.0" in requirements and "numpy>=1.23.2,<2" in requirements
+    assert not any("tensorflow" in r for r in requirements if not r.startswith("#"))
+
+
+def test_templates_do_not_import_edgecompress(bundles):
+    for name in ("run.py", "bench.py", "litert_model.py", "preprocessing.py"):
+        text = (bundles[("classification", "int8")] / name).read_text()
+        for forbidden in ("import edgecompress", "from edgecompress", "import tensorflow", "from tensorflow"):
+            assert forbidden not in text, f"{name} must run without {forbidden.split()[-1]}"
+
+
+def test_run_py_reads_png_like_npy(bundles, workdir):
+    """PNG input (Pillow, present in the toolkit venv) gives exactly what the same pixels give as .npy."""
+    from PIL import Image
+
+    bundle = bundles[("classification", "int8")]
+    pixels = np.random.default_rng(3).integers(0, 256, size=(40, 36, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(workdir / "photo.png")
+    np.save(workdir / "photo.npy", pixels)
+
+    def run(name):
+        result = subprocess.run([sys.executable, str(bundle / "run.py"), name, "--json", "--top-k", "5"],
+                                capture_output=True, text=True, cwd=workdir, env=clean_env(), check=True)
+        return json.loads(result.stdout)["results"][0]["top_k"]
+
+    assert run("photo.png") == run("photo.npy")
+
+
+def test_segmentation_and_keypoint_outputs_written(bundles, workdir):
+    out = workdir / "task-out"
+    for task in ("segmentation", "keypoints"):
+        bundle = bundles[(task, "int8")]
+        subprocess.run([sys.executable, str(bundle / "run.py"), str(bundle / "sample.npy"), "--out", str(out)],
+                       capture_output=True, text=True, env=clean_env(), check=True)
+    mask = np.load(out / "sample.mask.npy")
+    assert mask.shape == (SIZE, SIZE) and mask.max() < 3
+    document = json.loads((out / "sample.keypoints.json").read_text())
+    assert [p["name"] for p in document["keypoints"]] == list(KEYPOINTS)
+    assert len(document["outputs"]) == 2
+
+
+def test_archive_holds_the_bundle(tflite_models, workdir):
+    path = workdir / "archived"
+    report = build_bundle(tflite_models[("classification", "int8")], "rpi", path, archive=True)
+    assert report.archive == workdir / "archived.tar.gz"
+    with tarfile.open(report.archive) as tar:
+        names = set(tar.getnames())
+    assert {"archived/run.py", "archived/model.tflite", "archived/requirements.txt"} <= names
+
+
+def _one_line_error(result) -> str:
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_keras_file_says_which_command_converts_it(keras_models, workdir):
+    result = CliRunner().invoke(cli, ["deploy", str(keras_models["classification"]), "--target", "rpi",
+                                      "-o", str(workdir / "never")])
+    assert result.exit_code == UsageError.exit_code
+    line = _one_line_error(result)
+    assert "Keras model" in line and "compress quantize" in line and "compress export" in line
+    assert not (workdir / "never").exists()
+
+
+def test_unknown_target_is_one_line(tflite_models, workdir):
+    result = CliRunner().invoke(cli, ["deploy", str(tflite_models[("classification", "int8")]),
+                                      "--target", "esp32", "-o", str(workdir / "never")])
+    assert result.exit_code == UsageError.exit_code
+    line = _one_line_error(result)
+    assert "esp32" in line and "android, linux, rpi" in line
+
+
+def test_non_empty_output_needs_force_and_is_replaced_atomically(tflite_models, workdir):
+    target = workdir / "occupied"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me unless --force")
+    model = str(tflite_models[("classification", "float")])
+    result = CliRunner().invoke(cli, ["deploy", model, "--target", "linux", "-o", str(target)])
+    assert result.exit_code == UsageError.exit_code
+    assert "--force" in _one_line_error(result)
+    assert (target / "notes.txt").exists()
+
+    result = CliRunner().invoke(cli, ["deploy", model, "--target", "linux", "-o", str(target), "--force"])
+    assert result.exit_code == 0, result.output
+    assert not (target / "notes.txt").exists() and (target / "run.py").exists()
+    assert not [p for p in workdir.iterdir() if ".partial" in p.name]
+
+
+def test_check_of_a_non_bundle_is_one_line(workdir):
+    empty = workdir / "not-a-bundle"
+    empty.mkdir(exist_ok=True)
+    result = CliRunner().invoke(cli, ["deploy", "--check", str(empty)])
+    assert result.exit_code == UsageError.exit_code
+    assert "not a deploy bundle" in _one_line_error(result)
+
+
+def test_warnings_for_float_uint8_and_oversized_models(tflite_models, keras_models, calibration, workdir):
+    float_report = build_bundle(tflite_models[("classification", "float")], "rpi", workdir / "w-float")
+    assert "float-model" in {f.code for f in float_report.findings}
+    linux_report = build_bundle(tflite_models[("classification", "float")], "linux", workdir / "w-float-linux")
+    assert "float-model" not in {f.code for f in linux_report.findings}
+
+    uint8 = workdir / "classification.uint8.tflite"
+    api.quantize(keras_models["classification"], uint8, mode="int8", io="uint8", calib=calibration)
+    uint8_report = build_bundle(uint8, "rpi", workdir / "w-uint8")
+    assert "uint8-io" in {f.code for f in uint8_report.findings}
+    assert "uint8-io" not in {f.code for f in build_bundle(uint8, "linux", workdir / "w-uint8-linux").findings}
+
+    keras = import_tf_keras()
+    big_side, filters = 256, 64
+    inputs = keras.Input((big_side, big_side, 3))
+    x = keras.layers.Conv2D(filters, 3, padding="same")(inputs)
+    x = keras.layers.Conv2D(filters, 3, padding="same")(x)
+    big = workdir / "big.h5"
+    keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x)).save(big)
+    api.export(big, workdir / "big.tflite")
+    report = build_bundle(workdir / "big.tflite", "rpi", workdir / "w-big")
+    expected_macs = big_side * big_side * filters * 9 * (3 + filters)
+    assert report.facts.macs == expected_macs
+    slow = next(f for f in report.findings if f.code == "too-slow")
+    assert f"{expected_macs / 1e9:.2f} GMACs" in slow.message and "px would fit" in slow.message
+
+
+def test_op_checks_flag_flex_custom_and_lce_ops(tflite_models):
+    from edgecompress.artifacts import Artifact
+
+    artifact = Artifact.open(tflite_models[("classification", "int8")])
+    ops = (OpInfo("CONV_2D", ("INT8",), ("INT8",)), OpInfo("FlexAddV2", (), ("FLOAT32",)),
+           OpInfo("MyPostProcess", (), ("FLOAT32",)), OpInfo("LceBconv2d", (), ("FLOAT32",)))
+    facts = ModelFacts(ops, 0, True, True, "float32", ("float32",))
+    codes = {f.code for f in run_checks(artifact, facts, get_target("android"))}
+    assert {"flex-ops", "custom-ops", "lce-runtime"} <= codes
+    assert "lce-runtime" not in {f.code for f in run_checks(artifact, facts, get_target("linux"))}
+
+
+def test_builtin_ops_are_checked_against_the_pinned_runtime(bundles):
+    meta = json.loads((bundles[("segmentation", "int8")] / "model.tflite.json").read_text())
+    assert not [w for w in meta["deploy"]["warnings"] if w["code"] in ("ops-unchecked", "missing-kernels", "unknown-builtins")]
+
+
+def test_binarized_bundle_runs_on_lce_without_tensorflow(workdir):
+    """An LCE model: flagged on Android (no LCE wheel), runnable on Linux through LCE's own interpreter."""
+    lq = pytest.importorskip("larq")
+    lce = pytest.importorskip("larq_compute_engine")
+    from edgecompress._env import native_output_silenced
+
+    keras = import_tf_keras()
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, strides=2)(inputs))
+    x = lq.layers.QuantConv2D(16, 3, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                              kernel_constraint="weight_clip", use_bias=False)(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.BatchNormalization()(x))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    with native_output_silenced():
+        data = lce.convert_keras_model(model)
+    path = workdir / "binarized.tflite"
+    path.write_bytes(data)
+    write_metadata(path, Metadata(task="classification", preprocessing=PREPROCESSING, labels=("a", "b", "c", "d")))
+
+    android = build_bundle(path, "android", workdir / "bnn-android")
+    assert "lce-runtime" in {f.code for f in android.findings}
+    linux = build_bundle(path, "linux", workdir / "bnn-linux")
+    assert linux.facts.binarized and not linux.findings
+    assert "larq-compute-engine==0.16.0" in (workdir / "bnn-linux" / "requirements.txt").read_text().splitlines()
+    report = check_bundle(workdir / "bnn-linux", runs=10).to_dict()
+    assert report["runtime"] == "larq_compute_engine"
+    assert report["tolerance_check"]["passed"] and report["task_agreement"] == 1.0
+    assert not [p for p in report["packages"] if "tensorflow" in p.lower()]
