@@ -255,14 +255,14 @@ def demo(output_dir, epochs, runs, quiet):
     click.echo(f"measured on {records[0].machine}; batch 1, {runs} runs; accuracy on digits:test (360 images)")
 
 
+from edgecompress.cli_deploy import deploy  # noqa: E402 - command groups kept in their own modules
+
+cli.add_command(deploy)
+
+
 def main() -> None:
     cli(prog_name="compress")
 
 
 if __name__ == "__main__":
     main()
-
-
-from edgecompress.cli_deploy import deploy  # noqa: E402 - registered last so edits above never collide
-
-cli.add_command(deploy)
