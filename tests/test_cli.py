@@ -141,7 +141,10 @@ def test_missing_optional_dependency_via_cli(runner, out, tiny_classifier, monke
     assert 'pip install "edgecompress[onnx]"' in result.output
 
 
-def test_debug_shows_the_traceback(runner, out):
+def test_debug_shows_the_traceback(runner, out, monkeypatch):
+    # --debug sets these for the rest of the process; let monkeypatch restore them for later tests.
+    monkeypatch.setenv("EDGECOMPRESS_DEBUG", "0")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     result = runner.invoke(cli, ["--debug", "quantize", str(out / "nope.h5")])
     assert result.exit_code != 0
     assert result.exc_info is not None and result.exc_info[0].__name__ == "ModelLoadError"
