@@ -167,6 +167,7 @@ def _run_pass(
     evaluation = None
     if eval_spec is not None:
         evaluation = model_inputs(eval_spec, shape, resolved.preprocessing, split="test", need_labels=True)
+        _check_labels_fit(source, evaluation, trust_model)  # before any output is written
     context = PassContext(
         output=output,
         force=force,
@@ -180,6 +181,16 @@ def _run_pass(
     if evaluation is not None:
         report.evaluation = compare_accuracy(source, result.artifact, evaluation, trust_model)
     return report
+
+
+def _check_labels_fit(source: Artifact, data: ModelInputs, trust_model: bool) -> None:
+    from edgecompress.models.keras_io import load_keras
+    from edgecompress.models.tasks import TASKS, infer_task
+
+    model = load_keras(source.path, trust_model=trust_model)
+    task = source.metadata.task or infer_task(model.output_shape)
+    if task in TASKS:
+        TASKS.get(task).check_labels(data.data.labels, model.output_shape)
 
 
 def _output_path(source: Artifact, output: str | os.PathLike, suffix: str, force: bool) -> Path:

@@ -245,8 +245,12 @@ def check_output_path(path: Path, force: bool) -> Path:
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it into place only if the block succeeds."""
     final = Path(final)
-    # The suffix is kept so the partial file is still recognised by format (ONNX has no magic bytes).
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{final.suffix}", dir=final.parent)
+    _sweep_stale_partials(final)
+    # The suffix is kept so the partial file is still recognised by format (ONNX has no magic bytes);
+    # the pid tells a later run whether the writer is still alive.
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{final.stem}.", suffix=f".{os.getpid()}{PARTIAL_MARK}{final.suffix}", dir=final.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     tmp_path.unlink()
@@ -260,6 +264,31 @@ def atomic_path(final: Path) -> Iterator[Path]:
             shutil.rmtree(tmp_path, ignore_errors=True)
         elif tmp_path.exists():
             tmp_path.unlink()
+
+
+PARTIAL_MARK = ".partial"
+
+
+def _sweep_stale_partials(final: Path) -> None:
+    """Remove temporaries of this output left by a writer that was killed (SIGKILL skips cleanup)."""
+    pattern = f".{final.stem}.*{PARTIAL_MARK}{final.suffix}"
+    for leftover in final.parent.glob(pattern):
+        pid_text = leftover.name[: -len(PARTIAL_MARK + final.suffix)].rsplit(".", 1)[-1]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

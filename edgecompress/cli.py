@@ -180,7 +180,7 @@ def _print_report(command: str, report, seconds: float, as_json: bool, quiet: bo
     check = details["check"]
     lines.append(
         f"  export check  max |Δ| {check['max_abs_diff']:.3g}, mean |Δ| {check['mean_abs_diff']:.3g} on "
-        f"{check['samples']} {check['inputs_from']}: ok (tolerance {check['tolerance']:.1%} of output range)"
+        f"{check['samples']} {check['inputs_from']}: ok (tolerance {check['tolerance']:.1%} of output scale)"
     )
     for metric_line in _accuracy_lines(report.evaluation):
         lines.append(f"  accuracy      {metric_line}")

@@ -65,7 +65,7 @@ def _check(directory: Path, threads: int, runs: int, cache_dir: Path | None, as_
         agreement = "identical (int8)" if report.exact else f"max |Δ| {worst:.3g}"
     else:
         check = report.tolerance_check
-        agreement = (f"max |Δ| {check.max_abs_diff:.3g} ({check.relative:.2%} of the output range, "
+        agreement = (f"max |Δ| {check.max_abs_diff:.3g} ({check.relative:.2%} of the output scale, "
                      f"tolerance {check.tolerance:.2%}, float)")
     bench = report.bench
     lines = [

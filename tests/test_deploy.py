@@ -148,7 +148,7 @@ def test_check_matches_toolkit_litert(checks, task, mode):
     else:
         tolerance = report["tolerance_check"]
         assert tolerance["passed"] and tolerance["relative"] <= tolerance["tolerance"]
-        assert tolerance["output_range"] > 0  # the outputs vary, so agreement is not trivial
+        assert tolerance["output_scale"] > 0  # the outputs are not all zero, so agreement is not trivial
     assert report["bench"]["latency_ms_p50"] > 0
     assert report["bench"]["latency_ms_p90"] >= report["bench"]["latency_ms_p50"]
     assert report["bench"]["runs"] == 20

@@ -69,7 +69,9 @@ def check_inputs(keras_model: KerasModel, context: PassContext, metadata: Metada
 
 def check_against_source(keras_model: KerasModel, output: Artifact, mode: str, context: PassContext) -> CheckResult:
     from edgecompress.runtimes import open_session
+    from edgecompress.runtimes.probe import trust
 
+    trust(output.path)  # written by the converter in this process a moment ago
     x, inputs_from = check_inputs(keras_model, context, output.metadata)
     expected = keras_model.model(x, training=False)
     expected = [np.asarray(e) for e in (expected if isinstance(expected, list | tuple) else [expected])]
@@ -80,9 +82,13 @@ def check_against_source(keras_model: KerasModel, output: Artifact, mode: str, c
     return result
 
 
-def finish_output(path: Path, fmt: ModelFormat, metadata: Metadata) -> Artifact:
+def commit_metadata(path: Path, metadata: Metadata) -> None:
+    """Write the sidecar before the model is renamed into place.
+
+    The model's rename is the commit point: a run killed before it leaves no model (at worst a
+    sidecar that names none), never a model without its metadata.
+    """
     write_metadata(path, metadata)
-    return Artifact(Path(path), fmt, metadata)
 
 
 @PASSES.register("export", "tflite", "onnx")
@@ -114,5 +120,6 @@ class ExportPass(Pass):
                 tmp.write_bytes(proto.SerializeToString())
             metadata = output_metadata(artifact, keras_model, context, "export", self.params())
             check = check_against_source(keras_model, Artifact(tmp, self.produces, metadata), "float", context)
-        result = finish_output(output, self.produces, metadata)
+            commit_metadata(output, metadata)
+        result = Artifact(output, self.produces, metadata)
         return PassResult(result, {"pass": self.name, **self.params(), "check": check.to_dict()})

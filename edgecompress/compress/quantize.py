@@ -18,7 +18,7 @@ from edgecompress.compress import convert
 from edgecompress.compress.export import (
     OutputFormat,
     check_against_source,
-    finish_output,
+    commit_metadata,
     load_source,
     output_metadata,
 )
@@ -129,7 +129,8 @@ class QuantizePass(Pass):
             seconds = time.perf_counter() - started
             metadata: Metadata = output_metadata(artifact, keras_model, context, "quantize", self.params())
             check = check_against_source(keras_model, Artifact(tmp, self.produces, metadata), config.mode.value, context)
-        result = finish_output(output, self.produces, metadata)
+            commit_metadata(output, metadata)
+        result = Artifact(output, self.produces, metadata)
         report = {
             "pass": self.name,
             **self.params(),

@@ -1,6 +1,7 @@
 """Every export is checked: run the output and the source on the same inputs and compare.
 
-Tolerances are relative to the source output's range on the check inputs. Float exports must
+Tolerances are relative to the source output's scale on the check inputs: the larger of its range
+and its largest magnitude (an untrained softmax barely varies, yet int8 output steps are 1/256). Float exports must
 agree almost exactly (max |Δ|); quantized ones are judged on the mean |Δ|, because a single
 saturated logit is normal for int8 while a broken scale or preprocessing moves every output.
 """
@@ -13,7 +14,7 @@ import numpy as np
 
 from edgecompress.errors import ValidationError
 
-#: mode → (statistic, tolerance as a fraction of the source output range)
+#: mode → (statistic, tolerance as a fraction of the source output scale)
 TOLERANCES: dict[str, tuple[str, float]] = {
     "float": ("max", 1e-3),
     "float16": ("max", 2e-2),
@@ -27,7 +28,7 @@ TOLERANCES: dict[str, tuple[str, float]] = {
 class CheckResult:
     max_abs_diff: float
     mean_abs_diff: float
-    output_range: float
+    output_scale: float
     statistic: str
     tolerance: float
     samples: int
@@ -36,7 +37,7 @@ class CheckResult:
     @property
     def relative(self) -> float:
         value = self.max_abs_diff if self.statistic == "max" else self.mean_abs_diff
-        return value / self.output_range if self.output_range > 0 else value
+        return value / self.output_scale if self.output_scale > 0 else value
 
     @property
     def passed(self) -> bool:
@@ -48,7 +49,7 @@ class CheckResult:
     def describe(self) -> str:
         return (
             f"max |Δ| {self.max_abs_diff:.3g}, mean |Δ| {self.mean_abs_diff:.3g} on {self.samples} {self.inputs_from} "
-            f"({self.statistic} {self.relative:.2%} of the output range; tolerance {self.tolerance:.2%})"
+            f"({self.statistic} {self.relative:.2%} of the output scale; tolerance {self.tolerance:.2%})"
         )
 
 
@@ -67,7 +68,7 @@ def compare_outputs(
     return CheckResult(
         max_abs_diff=float(np.max(diffs)),
         mean_abs_diff=float(np.mean(diffs)),
-        output_range=float(np.max(flat) - np.min(flat)),
+        output_scale=float(max(np.max(flat) - np.min(flat), np.max(np.abs(flat)))),
         statistic=statistic,
         tolerance=tolerance,
         samples=len(expected[0]),

@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 
 #: class names in a Keras config that deserialize arbitrary Python.
 UNSAFE_CLASSES = {"Lambda", "__lambda__"}
+#: Keras 3 configs name the module each object is imported from; anything outside Keras is custom code.
+SAFE_MODULE_PREFIXES = ("keras", "tf_keras")
+#: TensorFlow functions a TFOpLambda layer may name that touch files or run Python when the model runs.
+UNSAFE_TF_FUNCTIONS = ("io.", "raw_ops.", "py_func", "numpy_function", "print", "summary.", "debugging.",
+                       "data.", "saved_model", "write_file", "read_file", "gfile", "compat.v1.io")
 
 
 @dataclass
@@ -101,9 +106,18 @@ def unsafe_layers(config: dict | None) -> list[str]:
         return ["Lambda"] if '"class_name": "Lambda"' in text or '"class_name":"Lambda"' in text else []
     found = []
     for node in _walk(config):
-        if node.get("class_name") in UNSAFE_CLASSES:
-            inner = node.get("config") if isinstance(node.get("config"), dict) else {}
-            found.append(f"{inner.get('name', node.get('name', '?'))} ({node['class_name']})")
+        inner = node.get("config") if isinstance(node.get("config"), dict) else {}
+        name = inner.get("name", node.get("name", "?"))
+        class_name = node.get("class_name")
+        module = node.get("module")
+        if class_name in UNSAFE_CLASSES:
+            found.append(f"{name} ({class_name})")
+        elif isinstance(module, str) and not module.startswith(SAFE_MODULE_PREFIXES):
+            found.append(f"{name} ({class_name} from module '{module}')")
+        elif class_name in ("TFOpLambda", "SlicingOpLambda"):
+            function = str(inner.get("function", ""))
+            if any(marker in function for marker in UNSAFE_TF_FUNCTIONS):
+                found.append(f"{name} (TensorFlow op tf.{function})")
     return found
 
 

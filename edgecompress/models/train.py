@@ -58,8 +58,9 @@ def save_model(model, path: Path, metadata: Metadata) -> Path:
     """Save as .h5 (or .keras) atomically, with the metadata sidecar."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        model.save(tmp, include_optimizer=False)
-    write_metadata(path, metadata)
+        # The optimizer state is training debris: it would inflate every "size before" figure.
+        model.save(tmp, **({} if path.suffix == ".keras" else {"include_optimizer": False}))
+        write_metadata(path, metadata)  # before the rename: the model's appearance is the commit
     return path
 
 

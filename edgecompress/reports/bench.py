@@ -81,7 +81,9 @@ def peak_memory(runtime: str, path: Path, threads: int | None, trust_model: bool
 def _memory_child(runtime: str, path: str, threads: int | None, trust_model: bool) -> int | None:
     from edgecompress.artifacts import Artifact
     from edgecompress.runtimes import get_runtime
+    from edgecompress.runtimes.probe import trust
 
+    trust(Path(path))  # the parent probed it before timing it; a pool worker may not spawn a probe
     backend = get_runtime(runtime)
     backend.version()  # imports the runtime's modules before the baseline is taken
     baseline = _status_kib("VmRSS")

@@ -15,6 +15,7 @@ from edgecompress._env import native_output_silenced
 from edgecompress.artifacts import Artifact, ModelFormat
 from edgecompress.errors import ModelLoadError
 from edgecompress.runtimes.base import Runtime, Session, TensorSpec
+from edgecompress.runtimes.probe import probe
 
 INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 
@@ -113,6 +114,7 @@ class LiteRTRuntime(Runtime):
         return False, "the LiteRT GPU delegate runs on Android/iOS devices, not in desktop Python; use deploy bundles"
 
     def _open(self, artifact: Artifact, device: str, threads: int | None, trust_model: bool) -> Session:
+        probe(self.name, artifact.path)
         cls, _ = interpreter_class()
         try:
             with native_output_silenced():

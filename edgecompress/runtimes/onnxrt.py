@@ -7,6 +7,7 @@ import numpy as np
 from edgecompress.artifacts import Artifact, ModelFormat
 from edgecompress.errors import ModelLoadError, require
 from edgecompress.runtimes.base import Runtime, Session, TensorSpec
+from edgecompress.runtimes.probe import probe
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -76,6 +77,7 @@ class OnnxRuntime(Runtime):
 
     def _open(self, artifact: Artifact, device: str, threads: int | None, trust_model: bool) -> Session:
         ort = require("onnxruntime", "onnx", "running ONNX models")
+        probe(self.name, artifact.path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
