@@ -14,6 +14,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
+from typing import IO
 
 _DEFAULTS = {
     "TF_USE_LEGACY_KERAS": "1",
@@ -49,23 +50,25 @@ def debug_enabled() -> bool:
 
 
 @contextlib.contextmanager
-def native_output_silenced() -> Iterator[None]:
+def native_output_silenced() -> Iterator[IO[str]]:
     """Redirect fd 1 and 2 to a temp file while native code runs.
 
     The TFLite converter and TensorFlow's C++ runtime print directly to the file descriptors. On
     an exception the captured text is logged at DEBUG level so ``--debug`` can still show it.
+    Yields a stream to the real stderr, for progress bars drawn while native output is muted.
     """
     if debug_enabled():
-        yield
+        yield sys.stderr
         return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile(mode="w+b") as sink:
+    terminal = os.fdopen(os.dup(saved[1]), "w", buffering=1)
+    with tempfile.TemporaryFile(mode="w+b") as sink, terminal:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         try:
-            yield
+            yield terminal
         except BaseException:
             _restore(saved)
             sink.seek(0)

@@ -122,6 +122,7 @@ def quantize(
     preprocessing: dict[str, Any] | None = None,
     trust_model: bool = False,
     force: bool = False,
+    progress: bool = False,
 ) -> CompressionReport:
     """Post-training quantization of a Keras model to TFLite or ONNX."""
     source = load(model)
@@ -129,7 +130,10 @@ def quantize(
     config = QuantizeConfig(mode=chosen, format=format, per_channel=per_channel, io=io)
     if calib is not None and not config.mode.needs_calibration:
         log.warning("--calib is ignored by --mode %s, which needs no calibration", config.mode.value)
-    return _run_pass(QuantizePass(config), source, output, calib, calib_samples, eval, preprocessing, trust_model, force, reason)
+    return _run_pass(
+        QuantizePass(config), source, output, calib, calib_samples, eval, preprocessing, trust_model, force, reason,
+        progress,
+    )
 
 
 def export(
@@ -156,6 +160,7 @@ def _run_pass(
     trust_model: bool,
     force: bool,
     reason: str,
+    progress: bool = False,
 ) -> CompressionReport:
     step.check_input(source)
     output = _output_path(source, output, step.produces.suffix, force)
@@ -175,6 +180,7 @@ def _run_pass(
         calibration=calibration,
         validation=evaluation,
         preprocessing=resolved.preprocessing,
+        progress=progress,
     )
     result = step.apply(source, context)
     report = CompressionReport(source, result.artifact, result.report, reason, resolved.origin)

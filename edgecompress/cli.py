@@ -119,7 +119,7 @@ def quantize(model, output, mode, fmt, per_tensor, io, calib, calib_samples, eva
     report = api.quantize(
         model, output, mode=mode, format=fmt, per_channel=not per_tensor, io=io, calib=calib,
         calib_samples=calib_samples, eval=eval_data, preprocessing=_overrides(scale, offset, mean, std, color),
-        trust_model=trust_model, force=force,
+        trust_model=trust_model, force=force, progress=not (quiet or as_json),
     )
     _print_report("quantize", report, time.perf_counter() - started, as_json, quiet)
 

@@ -102,3 +102,25 @@ def test_damaged_h5_is_one_clear_error(tmp_path, tiny_classifier):
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(ModelLoadError, match="damaged"):
         load_keras(path)
+
+
+def test_savedmodel_directory_quantizes(tmp_path, tiny_classifier):
+    from edgecompress import api
+
+    saved = tmp_path / "saved_model"
+    load_keras(tiny_classifier).model.save(saved, save_format="tf")
+    report = api.quantize(saved, tmp_path / "sm.tflite")
+    assert report.output.path.exists() and report.details["check"]["passed"]
+
+
+def test_h5_from_an_older_keras_2_release_loads(tmp_path, tiny_classifier):
+    """Keras 2.1–2.15 wrote the same HDF5 layout with their version in the attributes."""
+    import h5py
+
+    path = tmp_path / "old.h5"
+    path.write_bytes(tiny_classifier.read_bytes())
+    with h5py.File(path, "r+") as handle:
+        handle.attrs["keras_version"] = "2.2.4"
+        handle.attrs["backend"] = "tensorflow"
+    loaded = load_keras(path)
+    assert loaded.flavor == "tf_keras" and loaded.input_shape == (32, 32, 3)

@@ -254,13 +254,21 @@ class ModelInputs:
     def array(self) -> np.ndarray:
         return np.concatenate(list(self.batches(256)), axis=0)
 
-    def representative_dataset(self):
-        """The TFLite converter's generator: one batch-1 sample per step."""
+    def representative_dataset(self, progress_file=None):
+        """The TFLite converter's generator: one batch-1 sample per step.
+
+        ``progress_file``: where to draw a calibration progress bar (None: no bar).
+        """
 
         def generate():
-            for batch in self.batches(32):
-                for sample in batch:
-                    yield [sample[None]]
+            from tqdm import tqdm
+
+            with tqdm(total=len(self), desc="calibrating", unit="sample", leave=False, file=progress_file,
+                      disable=progress_file is None) as bar:
+                for batch in self.batches(32):
+                    for sample in batch:
+                        yield [sample[None]]
+                        bar.update(1)
 
         return generate
 

@@ -25,6 +25,7 @@ def keras_to_tflite(
     per_channel: bool = True,
     io: str = "float",
     optimize_sparsity: bool = False,
+    progress: bool = False,
 ) -> bytes:
     """Run the TFLite converter with the settings of one post-training mode."""
     tf = import_tensorflow()
@@ -40,7 +41,6 @@ def keras_to_tflite(
     elif mode in ("int8", "int16x8"):
         if calibration is None:
             raise EdgeCompressError(f"{mode} conversion needs calibration data", "pass --calib")
-        converter.representative_dataset = calibration.representative_dataset()
         if mode == "int8":
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             io_types = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8}
@@ -53,7 +53,9 @@ def keras_to_tflite(
         # The converter exposes per-tensor weight quantization only through this attribute.
         converter._experimental_disable_per_channel = not per_channel  # noqa: SLF001
     try:
-        with native_output_silenced():
+        with native_output_silenced() as terminal:
+            if mode in ("int8", "int16x8"):
+                converter.representative_dataset = calibration.representative_dataset(terminal if progress else None)
             data = converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError, ValueError, RuntimeError…
         raise _conversion_error(exc, mode) from exc
@@ -104,6 +106,7 @@ def onnx_quantize(
     output: Path,
     calibration: ModelInputs | None = None,
     per_channel: bool = True,
+    progress: bool = False,
 ) -> None:
     """Quantize an ONNX model with ONNX Runtime: dynamic, static QDQ int8 / int16x8, or float16."""
     onnx = require("onnx", "onnx", "ONNX quantization")
@@ -116,7 +119,7 @@ def onnx_quantize(
     with tempfile.TemporaryDirectory(prefix="edgecompress-onnx-") as tmp:
         source = Path(tmp) / "float.onnx"
         onnx.save(float_model, str(source))
-        with native_output_silenced():
+        with native_output_silenced() as terminal:
             if mode == "dynamic":
                 # ConvInteger only has uint8-weight kernels in ONNX Runtime's CPU provider.
                 quantization.quantize_dynamic(
@@ -129,7 +132,8 @@ def onnx_quantize(
             quantization.quantize_static(
                 str(source),
                 str(output),
-                _reader(quantization.CalibrationDataReader, calibration, float_model.graph.input[0].name),
+                _reader(quantization.CalibrationDataReader, calibration, float_model.graph.input[0].name,
+                        terminal if progress else None),
                 quant_format=quantization.QuantFormat.QDQ,
                 per_channel=per_channel,
                 activation_type=activation,
@@ -141,15 +145,23 @@ def onnx_quantize(
             )
 
 
-def _reader(base, calibration: ModelInputs, input_name: str):
+def _reader(base, calibration: ModelInputs, input_name: str, progress_file=None):
+    from tqdm import tqdm
+
     class Reader(base):
         """ONNX Runtime's one-method data-reader protocol over our calibration batches."""
 
         def __init__(self) -> None:
             self._batches = calibration.batches(16)
+            self._bar = tqdm(total=len(calibration), desc="calibrating", unit="sample", leave=False,
+                             file=progress_file, disable=progress_file is None)
 
         def get_next(self):
             batch = next(self._batches, None)
-            return None if batch is None else {input_name: batch}
+            if batch is None:
+                self._bar.close()
+                return None
+            self._bar.update(len(batch))
+            return {input_name: batch}
 
     return Reader()

@@ -120,12 +120,15 @@ class QuantizePass(Pass):
         with atomic_path(output) as tmp:
             if config.format is OutputFormat.TFLITE:
                 data = convert.keras_to_tflite(
-                    keras_model.model, config.mode.value, calibration, config.per_channel, config.io.value
+                    keras_model.model, config.mode.value, calibration, config.per_channel, config.io.value,
+                    progress=context.progress,
                 )
                 tmp.write_bytes(data)
             else:
                 proto = convert.keras_to_onnx(keras_model.model)
-                convert.onnx_quantize(proto, config.mode.value, tmp, calibration, config.per_channel)
+                convert.onnx_quantize(
+                    proto, config.mode.value, tmp, calibration, config.per_channel, progress=context.progress
+                )
             seconds = time.perf_counter() - started
             metadata: Metadata = output_metadata(artifact, keras_model, context, "quantize", self.params())
             check = check_against_source(keras_model, Artifact(tmp, self.produces, metadata), config.mode.value, context)
