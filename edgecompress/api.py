@@ -12,7 +12,7 @@ from typing import Any
 from edgecompress.artifacts import Artifact, check_output_path
 from edgecompress.calibration.data import ImageSet, ModelInputs, load_images
 from edgecompress.calibration.preprocessing import Preprocessing
-from edgecompress.compress.export import ExportPass, OutputFormat
+from edgecompress.compress.export import ExportPass
 from edgecompress.compress.passes import PassContext
 from edgecompress.compress.quantize import QuantizeConfig, QuantizePass, choose_mode
 from edgecompress.errors import DataError, UsageError

@@ -255,6 +255,11 @@ def demo(output_dir, epochs, runs, quiet):
     click.echo(f"measured on {records[0].machine}; batch 1, {runs} runs; accuracy on digits:test (360 images)")
 
 
+from edgecompress.cli_zoo import zoo  # noqa: E402 - registered last, so edits above never collide
+
+cli.add_command(zoo)
+
+
 def main() -> None:
     cli(prog_name="compress")
 
