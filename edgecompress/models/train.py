@@ -53,12 +53,12 @@ def train_model(
     spec = _fit_spec(model, task, train.data)
     val = None
     if validation is not None:
-        val = (validation.array(), _fit_spec(model, task, validation.data).targets)
+        val = (validation.array(), _single(_fit_spec(model, task, validation.data).targets))
     x = train.array()
     steps = epochs * int(np.ceil(len(x) / batch_size))
     # Cosine decay: the last epochs settle instead of bouncing between minima on small data.
     schedule = tf_keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
-    model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=spec.losses, metrics=spec.metrics)
+    model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=_single(spec.losses), metrics=spec.metrics)
     callbacks = []
     if progress:
         from tqdm.keras import TqdmCallback
@@ -71,10 +71,15 @@ def train_model(
             )
         )
     history = model.fit(
-        x, spec.targets, batch_size=batch_size, epochs=epochs, validation_data=val, verbose=0,
+        x, _single(spec.targets), batch_size=batch_size, epochs=epochs, validation_data=val, verbose=0,
         callbacks=callbacks, shuffle=True,
     )  # fmt: skip
     return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def _single(values: list) -> Any:
+    """Keras wants a bare target and loss for a one-output model (a list of one breaks its metrics)."""
+    return values[0] if len(values) == 1 else values
 
 
 def train_classifier(model, train: ModelInputs, validation: ModelInputs | None = None, **kwargs: Any):

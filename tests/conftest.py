@@ -1,0 +1,5 @@
+"""Shared test set-up: TensorFlow's legacy Keras before any import, quiet logs."""
+
+from edgecompress._env import configure_environment
+
+configure_environment()
