@@ -195,8 +195,8 @@ def _check_labels_fit(source: Artifact, data: ModelInputs, trust_model: bool) ->
 
     model = load_keras(source.path, trust_model=trust_model)
     task = source.metadata.task or infer_task(model.output_shape)
-    if task in TASKS:
-        TASKS.get(task).check_labels(data.data.labels, model.output_shape)
+    if task in TASKS:  # raises the task's own DataError when the targets do not fit the outputs
+        TASKS.get(task).targets(data.data, [tuple(t.shape) for t in model.model.outputs])
 
 
 def _output_path(source: Artifact, output: str | os.PathLike, suffix: str, force: bool) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edgecompress._env import import_tensorflow, native_output_silenced
 from edgecompress.calibration.data import ModelInputs
-from edgecompress.compress.tflite_graph import float_ops
+from edgecompress.compress.tflite_graph import add_signature, float_ops
 from edgecompress.errors import EdgeCompressError, UnsupportedError, require
 
 ONNX_OPSET = 17
@@ -27,9 +27,21 @@ def keras_to_tflite(
     optimize_sparsity: bool = False,
     progress: bool = False,
 ) -> bytes:
-    """Run the TFLite converter with the settings of one post-training mode."""
+    """Run the TFLite converter with the settings of one post-training mode.
+
+    We convert a concrete function of the model's inference call instead of using
+    ``from_keras_model``: that path first saves a whole SavedModel (tracing every layer), which is
+    about 90 % of its time — 19 s against 1.4 s for the demo MobileNetV2, with identical output.
+    The SignatureDef the Keras path would write is added back afterwards.
+    """
     tf = import_tensorflow()
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    specs = [
+        tf.TensorSpec((None, *tuple(t.shape[1:])), tf.float32, name=_tensor_name(t, i))
+        for i, t in enumerate(model.inputs)
+    ]
+    # A list (not a dict) keeps the outputs in the Keras order: dicts are flattened by sorted key.
+    function = tf.function(lambda *x: list(_as_list(model(list(x) if len(x) > 1 else x[0], training=False))))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function(*specs)])
     optimizations = []
     if mode != "float":
         optimizations.append(tf.lite.Optimize.DEFAULT)
@@ -59,6 +71,7 @@ def keras_to_tflite(
             data = converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError, ValueError, RuntimeError…
         raise _conversion_error(exc, mode) from exc
+    data = add_signature(data, [s.name for s in specs], _output_names(model))
     if mode == "int8":
         left = float_ops(data)
         if left:
@@ -67,6 +80,22 @@ def keras_to_tflite(
                 "use --mode dynamic or --mode int16x8, or replace that layer",
             )
     return data
+
+
+def _tensor_name(tensor, index: int) -> str:
+    name = str(getattr(tensor, "name", "") or f"input_{index}").split(":")[0]
+    return name.replace("/", "_") or f"input_{index}"
+
+
+def _output_names(model) -> list[str]:
+    names = [str(n) for n in (getattr(model, "output_names", None) or [])]
+    return names if len(names) == len(model.outputs) and len(set(names)) == len(names) else [
+        f"output_{i}" for i in range(len(model.outputs))
+    ]
+
+
+def _as_list(outputs) -> list:
+    return list(outputs) if isinstance(outputs, list | tuple) else [outputs]
 
 
 def _conversion_error(exc: Exception, mode: str) -> EdgeCompressError:

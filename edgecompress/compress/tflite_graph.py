@@ -125,3 +125,31 @@ def estimate_macs(data: bytes) -> dict[str, int]:
             except IndexError:
                 continue  # an unusual layout: leave the op out of the estimate rather than guess
     return dict(totals)
+
+
+def add_signature(data: bytes, input_names: list[str], output_names: list[str], key: str = "serving_default") -> bytes:
+    """Give a model converted from a concrete function the SignatureDef a Keras conversion would have.
+
+    Inputs and outputs are named after the Keras model's, in its order, so LiteRT's signature
+    runner (what Android apps call) and our sessions find them by name.
+    """
+    schema, _, _ = _schema()
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    graph = model.subgraphs[0]
+    if len(graph.inputs) != len(input_names) or len(graph.outputs) != len(output_names):
+        return data  # unexpected structure: keep the converter's model untouched rather than guess
+
+    def tensor_map(name: str, index: int):
+        entry = schema.TensorMapT()
+        entry.name, entry.tensorIndex = name, int(index)
+        return entry
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey = key
+    signature.subgraphIndex = 0
+    signature.inputs = [tensor_map(n, i) for n, i in zip(input_names, graph.inputs, strict=True)]
+    signature.outputs = [tensor_map(n, i) for n, i in zip(output_names, graph.outputs, strict=True)]
+    model.signatureDefs = [signature]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
