@@ -19,11 +19,19 @@ FRONT_COLOR = "#d62728"
 POINT_COLOR = "#1f77b4"
 
 
+MARKERS = "osD^v<>pP*"
+
+
 @dataclass(frozen=True)
 class Point:
     x: float
     y: float
-    label: str
+    variant: str
+    runtime: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant} · {self.runtime}" if self.runtime else self.variant
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -41,21 +49,19 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _label(record: BenchmarkRecord) -> str:
-    threads = f"·{record.threads}t" if record.threads else ""
-    return f"{record.variant}·{record.runtime}{threads}"
-
-
 def model_points(records: Sequence[BenchmarkRecord], model: str) -> tuple[list[Point], list[Point], str]:
     """(metric vs p50 latency, metric vs size, metric name) for one model's measured records."""
     measured = [
         r for r in records
         if r.model == model and r.status == "ok" and r.metric_value is not None and r.latency_ms_p50 is not None
     ]  # fmt: skip
-    latency = [Point(r.latency_ms_p50, r.metric_value * 100, _label(r)) for r in measured]
+    latency = [
+        Point(r.latency_ms_p50, r.metric_value * 100, r.variant, f"{r.runtime}{f' {r.threads}t' if r.threads else ''}")
+        for r in measured
+    ]
     sizes: dict[tuple[str, str], Point] = {}
     for r in measured:  # one file per variant × format, whatever runtime ran it
-        sizes.setdefault((r.variant, r.format), Point(r.size_bytes / 1024, r.metric_value * 100, f"{r.variant} ({r.format})"))
+        sizes.setdefault((r.variant, r.format), Point(r.size_bytes / 1024, r.metric_value * 100, r.variant, r.format))
     name = next((r.metric_name for r in measured if r.metric_name), "metric")
     return latency, list(sizes.values()), name
 
@@ -81,21 +87,34 @@ def model_figure(records: Sequence[BenchmarkRecord], model: str):
 
 
 def _panel(axes, points: list[Point], xlabel: str, ylabel: str) -> None:
-    front = pareto_front([(p.x, p.y) for p in points])
-    axes.scatter([p.x for p in points], [p.y for p in points], s=28, color=POINT_COLOR, zorder=2, label="measured")
-    if front:
-        xs = [points[i].x for i in front]
-        ys = [points[i].y for i in front]
-        axes.step(xs, ys, where="post", color=FRONT_COLOR, linewidth=1.5, zorder=1)
-        axes.scatter(xs, ys, s=70, facecolors="none", edgecolors=FRONT_COLOR, linewidths=1.8, zorder=3, label="Pareto front")
+    """Colour = variant, marker = runtime (or format); only the Pareto points are labelled, so the
+    labels that matter stay readable when many points crowd together."""
+    from matplotlib.lines import Line2D
+
+    variants = list(dict.fromkeys(p.variant for p in points))
+    kinds = list(dict.fromkeys(p.runtime.split(" ")[0] for p in points))
+    palette = [f"C{i % 10}" for i in range(len(variants))]
     for p in points:
-        axes.annotate(p.label, (p.x, p.y), textcoords="offset points", xytext=(4, 4), fontsize=7, color="#333333")
+        axes.scatter(p.x, p.y, s=36, color=palette[variants.index(p.variant)],
+                     marker=MARKERS[kinds.index(p.runtime.split(" ")[0]) % len(MARKERS)], zorder=2)  # fmt: skip
+    front = pareto_front([(p.x, p.y) for p in points])
+    xs = [points[i].x for i in front]
+    ys = [points[i].y for i in front]
+    axes.step(xs, ys, where="post", color=FRONT_COLOR, linewidth=1.5, zorder=1)
+    axes.scatter(xs, ys, s=110, facecolors="none", edgecolors=FRONT_COLOR, linewidths=1.8, zorder=3)
+    for i in front:
+        axes.annotate(points[i].label, (points[i].x, points[i].y), textcoords="offset points", xytext=(6, 6),
+                      fontsize=7.5, color="#222222")  # fmt: skip
     if max(p.x for p in points) > 20 * max(min(p.x for p in points), 1e-9):
         axes.set_xscale("log")
+    axes.margins(x=0.15, y=0.15)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    handles = [Line2D([], [], color=c, marker="o", linestyle="", label=v) for v, c in zip(variants, palette, strict=True)]
+    handles += [Line2D([], [], color="#555555", marker=MARKERS[i % len(MARKERS)], linestyle="", label=k) for i, k in enumerate(kinds)]
+    handles.append(Line2D([], [], color=FRONT_COLOR, marker="o", markerfacecolor="none", label="Pareto front"))
+    axes.legend(handles=handles, loc="best", fontsize=7, framealpha=0.8)
 
 
 def render(figure, fmt: str) -> bytes:
