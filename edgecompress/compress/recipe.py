@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 import re
 import typing
@@ -274,7 +275,7 @@ def parse_recipe(raw: Any, path: Path) -> Recipe:
     recipe = Recipe(
         name=str(top.get("name") or path.stem),
         path=path,
-        output=output if output.is_absolute() else base / output,
+        output=output if output.is_absolute() else Path(os.path.normpath(base / output)),
         models=models,
         variants=tuple(variants),
         targets=targets,
@@ -350,7 +351,7 @@ def _model(value: Any, at: _At, base: Path, default_data: DataPlan) -> ModelSpec
         entry = ZOO.get(str(value["zoo"]))
     except UsageError as exc:
         raise (at / "zoo").error(str(exc)) from None
-    params = at.mapping(value.get("params") or {}, tuple(entry.defaults))
+    params = (at / "params").mapping(value.get("params") or {}, tuple(entry.defaults))
     # The zoo's embedded data for the model's task fills any role the recipe leaves open.
     embedded = DataSpec(entry.embedded_data)
     data = DataPlan(**{role: data.get(role) or embedded for role in ROLES})
