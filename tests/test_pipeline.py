@@ -160,8 +160,12 @@ def test_training_pass_receives_train_data_and_zoo_model_is_cached(tmp_path, fin
         training={"epochs": 2},
         bench={"runs": 3, "warmup": 1, "memory": False},
     )
-    with pytest.raises(UsageError, match=r"needs train data, and model 'rand' has none"):
-        load_recipe(write_recipe(tmp_path, recipe))
+    # A model file comes with no data of its own: without train data the recipe is refused up front.
+    fake = tmp_path / "file.h5"
+    fake.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    with_file = {**recipe, "models": [{"name": "mine", "file": str(fake)}]}
+    with pytest.raises(UsageError, match=r"pass 'test_finetune\(lr=0.01\)' needs train data, and model 'mine' has none"):
+        load_recipe(write_recipe(tmp_path, with_file))
     recipe["data"]["train"] = {"spec": "digits", "samples": 64}
     plan = load_recipe(write_recipe(tmp_path, recipe))
     first = run_pipeline(plan, progress=False)

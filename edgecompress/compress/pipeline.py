@@ -379,9 +379,11 @@ class _Job:
 
 
 def _in_worker(job: _Job) -> None:
-    from edgecompress._env import quiet_python_loggers
+    """A spawned worker starts bare: quiet TensorFlow's loggers and let every pass register."""
+    from edgecompress._env import debug_enabled, quiet_python_loggers
 
-    quiet_python_loggers()
+    if not debug_enabled():
+        quiet_python_loggers()
     load_passes()
 
 
