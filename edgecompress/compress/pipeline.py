@@ -76,14 +76,14 @@ class ProgressPrinter:
     enabled: bool = True
 
     def started(self, model: str, variant: str, stage: str) -> None:
-        self._say(f"  run     {model} · {variant} · {stage} …")
+        self.say(f"  run     {model} · {variant} · {stage} …")
 
     def finished(self, outcome: StageOutcome) -> None:
         took = f" ({outcome.seconds:.1f} s)" if outcome.status == "done" else ""
         detail = f": {outcome.detail}" if outcome.detail else ""
-        self._say(f"  {outcome.status:<7} {outcome.model} · {outcome.variant} · {outcome.stage}{took}{detail}")
+        self.say(f"  {outcome.status:<7} {outcome.model} · {outcome.variant} · {outcome.stage}{took}{detail}")
 
-    def _say(self, line: str) -> None:
+    def say(self, line: str) -> None:
         if self.enabled:
             from tqdm import tqdm
 
@@ -544,7 +544,7 @@ def run_pipeline(
         result.stages += outcome.stages
         if outcome.error:
             result.failures.append(f"{outcome.model}: {outcome.error}")
-            printer._say(f"  failed  {outcome.model}: {outcome.error}")
+            printer.say(f"  failed  {outcome.model}: {outcome.error}")
         else:
             sources[outcome.model] = outcome
     variant_jobs = [
@@ -556,7 +556,7 @@ def run_pipeline(
         result.stages += outcome.stages
         if outcome.error:
             result.failures.append(f"{outcome.model} · {outcome.variant}: {outcome.error}")
-            printer._say(f"  failed  {outcome.model} · {outcome.variant}: {outcome.error}")
+            printer.say(f"  failed  {outcome.model} · {outcome.variant}: {outcome.error}")
         else:
             outputs[(outcome.model, outcome.variant)] = outcome.output
     with ResultsStore(store_file) as store:
