@@ -42,7 +42,7 @@ def quiet_python_loggers() -> None:
     """TensorFlow, absl and tf2onnx log INFO/WARNING chatter through Python logging."""
     for name in ("tensorflow", "absl", "tf2onnx", "h5py", "onnxruntime", "larq"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module=r"tensorflow.*|tf_keras.*|keras.*|tf2onnx.*")
+    warnings.filterwarnings("ignore", module=r"tensorflow.*|tf_keras.*|keras.*|tf2onnx.*|onnxconverter_common.*")
 
 
 def debug_enabled() -> bool:

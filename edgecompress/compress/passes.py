@@ -29,6 +29,11 @@ class PassContext:
     #: the preprocessing the data was prepared with; recorded in the output's metadata
     preprocessing: Preprocessing | None = None
     progress: bool = True
+    #: training data for passes that fine-tune (prune, cluster, distill, QAT, binarize); recipes and
+    #: the CLI fill it the same way for every such pass, so none needs its own data option
+    train: ModelInputs | None = None
+    #: fine-tuning epochs to use when the pass's own parameters leave them open
+    epochs: int | None = None
 
 
 @dataclass
@@ -42,6 +47,8 @@ class Pass(abc.ABC):
     accepts: tuple[ModelFormat, ...]
     produces: ModelFormat
     needs_calibration: bool = False
+    #: fine-tuning passes set this; the pipeline then refuses a recipe without training data up front
+    needs_training: bool = False
 
     def check_input(self, artifact: Artifact) -> None:
         if artifact.format not in self.accepts:

@@ -142,6 +142,7 @@ def run_benchmarks(
     device: str = "cpu",
     trust_model: bool = False,
     progress: bool = False,
+    memory: bool = True,
 ):
     from tqdm import tqdm
 
@@ -199,7 +200,7 @@ def run_benchmarks(
                 shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
                 sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
                 timing = time_session(session, sample, warmup, runs, tick=lambda: bar.update(1))
-                if device == "cpu":
+                if device == "cpu" and memory:
                     record.peak_memory_bytes = peak_memory(runtime.name, artifact.path, threads, trust_model)
                 record.runs = runs
                 record.latency_ms_p50, record.latency_ms_p90, record.latency_ms_p99 = timing.p50, timing.p90, timing.p99

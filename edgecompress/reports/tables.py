@@ -36,7 +36,7 @@ def _metric(record: BenchmarkRecord) -> str:
 COLUMNS: list[tuple[str, Callable[[BenchmarkRecord], str]]] = [
     ("model", lambda r: r.model),
     ("variant", lambda r: r.variant),
-    ("runtime", lambda r: r.runtime),
+    ("runtime", lambda r: r.runtime if r.device in ("cpu", "", None) else f"{r.runtime} ({r.device})"),
     ("thr", lambda r: str(r.threads or "-")),
     ("size", lambda r: human_bytes(r.size_bytes)),
     ("gzip", lambda r: human_bytes(r.size_gzip_bytes)),
@@ -49,7 +49,8 @@ COLUMNS: list[tuple[str, Callable[[BenchmarkRecord], str]]] = [
 ]
 
 
-def markdown_table(records: Sequence[BenchmarkRecord]) -> str:
+def table_rows(records: Sequence[BenchmarkRecord]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells shared by the markdown and HTML tables."""
     header = [name for name, _ in COLUMNS]
     rows = []
     for record in records:
@@ -57,6 +58,11 @@ def markdown_table(records: Sequence[BenchmarkRecord]) -> str:
         if record.status != "ok":  # keep the row, so an unavailable target is visible, not missing
             row = row[:4] + [""] * (len(COLUMNS) - 5) + [f"{record.status}: {record.note}"]
         rows.append(row)
+    return header, rows
+
+
+def markdown_table(records: Sequence[BenchmarkRecord]) -> str:
+    header, rows = table_rows(records)
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"]
     lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
