@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -78,9 +79,9 @@ def qat(model, output, preserve, skip_layers, calib_samples, no_compare, data, e
                  f" (batch {d['batch_size']}, lr {d['lr']:g}, preserve {d['preserve']})")  # fmt: skip
     ours = d["our_configs"]
     if ours:
-        kinds = sorted({v for v in ours.values()})
-        lines.append(f"  our configs   {len(ours)} layer(s) TFMOT rejects: " + ", ".join(
-            f"{sum(v == k for v in ours.values())} {k}" for k in kinds))  # fmt: skip
+        counts = Counter(f"{v['layer']} {v['config']}" for v in ours.values())
+        lines.append(f"  our configs   {len(ours)} layer(s) stock TFMOT rejects: "
+                     + ", ".join(f"{n}× {k}" for k, n in sorted(counts.items())))  # fmt: skip
     flattened = d["flattened"]
     if flattened["inlined_models"] or flattened["rewritten_ops"]:
         lines.append(f"  flattened     {len(flattened['inlined_models'])} nested model(s) inlined, "

@@ -273,16 +273,16 @@ def prepare(model, config: QATConfig):
         raise UsageError(f"--skip-layer names no layer of this model: {', '.join(unknown)}",
                          "see the layer names with model.summary()")  # fmt: skip
     qkeras = tfmot.quantization.keras
-    chosen: dict[str, str] = {}
+    chosen: dict[str, dict[str, str]] = {}
     unsupported: list[str] = []
 
     def annotate(layer):
         if layer.name in config.skip_layers:
-            chosen[layer.name] = "skipped (float in training)"
+            chosen[layer.name] = {"layer": type(layer).__name__, "config": "skipped (float in training)"}
             return layer
         kind = cfg.config_kind(layer, _inbound_types(layer))
         if kind:
-            chosen[layer.name] = kind
+            chosen[layer.name] = {"layer": type(layer).__name__, "config": kind}
             return qkeras.quantize_annotate_layer(layer, cfg.CONFIGS[kind]())
         if cfg.tfmot_supports(layer) or type(layer).__name__ == "BatchNormalization":
             return qkeras.quantize_annotate_layer(layer)
