@@ -58,7 +58,6 @@ ZOO_CASES = {
     "mobilenet_v3_small": ({"alpha": 0.35}, "ScalarAdd", "output"),  # hard-swish: x + 3 → ReLU6 → × 1/6 → Multiply
     "resnet18_v2": ({}, "BatchNormalization", "output"),  # pre-activation BN follows no convolution
     "blazepose_landmark": ({}, "UpSampling2D", "pass-through"),  # two outputs: landmarks + heatmap
-    "inception_v3": ({}, None, None),  # concatenated branches
 }
 
 
@@ -103,6 +102,39 @@ def _awkward_model():
     x = layers.Concatenate(name="join")([pooled, small, layers.AveragePooling2D(4)(inputs)])
     x = layers.GlobalAveragePooling2D()(x)
     return tf_keras.Model(inputs, layers.Dense(10, name="logits")(x), name="awkward")
+
+
+def _inception_like():
+    """Inception-style blocks: 1×1, 3×3, factorised 1×3/3×1 and pooled branches concatenated, twice.
+
+    A small stand-in for the zoo's Inception v3 (75 px minimum, too slow for this suite); logits out,
+    so the int8 check sees a real output range even with near-random weights.
+    """
+    from edgecompress._env import import_tf_keras
+
+    tf_keras = import_tf_keras()
+    layers = tf_keras.layers
+    inputs = tf_keras.Input((32, 32, 3))
+    x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="stem")(inputs)
+    for block in range(2):
+        a = layers.Conv2D(8, 1, activation="relu", name=f"b{block}_1x1")(x)
+        b = layers.Conv2D(8, 1, activation="relu", name=f"b{block}_3x3_reduce")(x)
+        b = layers.Conv2D(8, 3, padding="same", activation="relu", name=f"b{block}_3x3")(b)
+        c = layers.Conv2D(8, (1, 3), padding="same", activation="relu", name=f"b{block}_1x3")(x)
+        c = layers.Conv2D(8, (3, 1), padding="same", activation="relu", name=f"b{block}_3x1")(c)
+        d = layers.AveragePooling2D(3, strides=1, padding="same", name=f"b{block}_pool")(x)
+        x = layers.Concatenate(name=f"b{block}_concat")([a, b, c, d])
+        x = layers.MaxPooling2D(2, name=f"b{block}_down")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return tf_keras.Model(inputs, layers.Dense(10, name="logits")(x), name="inception_like")
+
+
+@pytest.mark.slow
+def test_inception_like_concatenated_branches(workdir, tmp_path):
+    model = _inception_like()
+    source = save_model(model, workdir / "inception_like.h5", _classifier_metadata(model))
+    _, data = _qat(source, tmp_path / "inception_like.tflite", "digits", 32)
+    assert op_counts(data)["CONCATENATION"] == 2
 
 
 def _classifier_metadata(model) -> Metadata:

@@ -300,7 +300,9 @@ def prepare(model, config: QATConfig):
     scheme = _scheme(tfmot, config.preserve)
     try:
         with native_output_silenced(), qkeras.quantize_scope(cfg.custom_objects()):
-            qat_model = qkeras.quantize_apply(annotated, scheme)
+            # No 'quant_' prefix: output names must stay the model's own, since runtimes order a
+            # multi-output TFLite model's outputs by the Keras output names in its metadata.
+            qat_model = qkeras.quantize_apply(annotated, scheme, quantized_layer_name_prefix="")
     except (RuntimeError, ValueError, TypeError, AttributeError) as exc:
         raise UnsupportedError(
             f"TFMOT could not prepare this model for QAT: {str(exc).splitlines()[0][:300]}",
