@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--source", type=Path, help="an already trained demo model (.h5 with its sidecar) to copy")
     parser.add_argument("--epochs", type=int, default=15, help="float training epochs when the model is trained here")
     parser.add_argument("--qat-epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--lr", type=float, default=3e-5)
     args = parser.parse_args()
 
     from edgecompress import api

@@ -49,7 +49,7 @@ def _scores(scores: dict, metric: str | None = None) -> str:
 @click.option("--calib-samples", type=click.IntRange(1), default=200, show_default=True,
               help="Training samples the converter calibrates the remaining ranges on.")
 @click.option("--no-compare", is_flag=True, help="Skip the float / post-training int8 / QAT int8 comparison.")
-@_training_options(epochs=2, lr=1e-4)
+@_training_options(epochs=2, lr=3e-5)
 def qat(model, output, preserve, skip_layers, calib_samples, no_compare, data, eval_data, epochs, batch_size, lr,
         trust_model, force, as_json, quiet):  # fmt: skip
     """Quantization-aware training of a Keras MODEL, converted to a full-int8 TFLite file."""

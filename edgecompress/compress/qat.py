@@ -52,7 +52,7 @@ class Preserve(str, enum.Enum):
 class QATConfig:
     epochs: int = 2
     batch_size: int = 32
-    lr: float = 1e-4
+    lr: float = 3e-5
     preserve: Preserve = Preserve.NONE
     #: layers left without fake quantization in training (the converter calibrates them afterwards)
     skip_layers: tuple[str, ...] = ()
@@ -72,7 +72,7 @@ class QATConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.calibration_samples < 1:
             raise UsageError("--epochs, --batch-size and --calib-samples must be at least 1")
         if not self.lr > 0:
-            raise UsageError(f"--lr must be positive, not {self.lr}", "QAT fine-tunes with a small rate, e.g. 1e-4")
+            raise UsageError(f"--lr must be positive, not {self.lr}", "QAT fine-tunes with a small rate, e.g. 3e-5")
 
     def to_dict(self) -> dict[str, Any]:
         return {
