@@ -275,7 +275,7 @@ def qat(
     data: str | os.PathLike | ImageSet,
     epochs: int = 2,
     batch_size: int = 32,
-    lr: float = 1e-4,
+    lr: float = 3e-5,
     preserve: str = "none",
     skip_layers: Sequence[str] = (),
     eval: str | os.PathLike | ImageSet | None = None,
