@@ -9,9 +9,11 @@ from edgecompress._env import configure_environment
 
 configure_environment()
 
-from edgecompress.api import bench, export, load, quantize  # noqa: E402
+from edgecompress.api import bench, binarize, export, load, qat, quantize  # noqa: E402
 from edgecompress.artifacts import Artifact, Metadata  # noqa: E402
 from edgecompress.errors import EdgeCompressError  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Artifact", "EdgeCompressError", "Metadata", "bench", "export", "load", "quantize", "__version__"]
+__all__ = [
+    "Artifact", "EdgeCompressError", "Metadata", "bench", "binarize", "export", "load", "qat", "quantize", "__version__",
+]

@@ -242,3 +242,140 @@ def bench(
     return run_benchmarks(
         [load(m) for m in models], runtimes, threads, warmup, runs, eval, device, trust_model, progress
     )
+
+
+#: embedded data sets that come with their own train/test split
+EMBEDDED_DATA = ("digits", "synthetic-shapes", "synthetic-poses")
+HOLDOUT_FRACTION = 0.2
+
+
+def training_data(
+    data: str | os.PathLike | ImageSet,
+    eval_data: str | os.PathLike | ImageSet | None,
+    input_shape: tuple[int, ...],
+    preprocessing: Preprocessing,
+) -> tuple[ModelInputs, ModelInputs]:
+    """Labelled training data and held-out data that never overlaps it.
+
+    Held out: ``eval_data`` when given; the test split of an embedded set; otherwise a seeded
+    20 % of ``data``.
+    """
+    target = tuple(input_shape[:2]) if len(input_shape) == 3 else None
+    if isinstance(data, ImageSet):
+        train_set = data
+    else:
+        train_set = load_images(data, split="train", target_hw=target, need_labels=True)
+    text = None if isinstance(data, ImageSet) else str(data)
+    if eval_data is not None:
+        held = eval_data if isinstance(eval_data, ImageSet) else load_images(
+            eval_data, split="test", target_hw=target, need_labels=True
+        )
+    elif text in EMBEDDED_DATA:
+        held = load_images(text, split="test", target_hw=target, need_labels=True)
+    else:
+        train_set, held = train_set.split(HOLDOUT_FRACTION)
+    return (ModelInputs.build(train_set, input_shape, preprocessing),
+            ModelInputs.build(held, input_shape, preprocessing))  # fmt: skip
+
+
+def _evaluate_artifact(artifact: Artifact, data: ModelInputs, trust_model: bool = False) -> dict[str, float]:
+    from edgecompress.models.tasks import evaluate
+    from edgecompress.runtimes import open_session
+
+    with open_session(artifact, trust_model=trust_model) as session:
+        return evaluate(session, data, artifact.metadata.task or "classification")
+
+
+def qat(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    data: str | os.PathLike | ImageSet,
+    epochs: int = 2,
+    batch_size: int = 32,
+    lr: float = 3e-5,
+    preserve: str = "none",
+    skip_layers: Sequence[str] = (),
+    eval: str | os.PathLike | ImageSet | None = None,
+    calib_samples: int = 200,
+    compare: bool = True,
+    preprocessing: dict[str, Any] | None = None,
+    trust_model: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> CompressionReport:
+    """Quantization-aware training to full-int8 TFLite.
+
+    With ``compare`` the report holds float (Keras), post-training int8 and QAT int8 (both LiteRT)
+    scored on the same held-out data; the PTQ model is calibrated on the same training data.
+    """
+    import tempfile
+
+    from edgecompress.compress.qat import QATConfig, QATPass
+
+    source = load(model)
+    step = QATPass(QATConfig(epochs=epochs, batch_size=batch_size, lr=lr, preserve=preserve,
+                             skip_layers=tuple(skip_layers), calibration_samples=calib_samples))  # fmt: skip
+    step.check_input(source)
+    output = _output_path(source, output, step.produces.suffix, force)
+    resolved = resolve_preprocessing(source, preprocessing)
+    shape = input_shape_of(source, trust_model)
+    train, held_out = training_data(data, eval, shape, resolved.preprocessing)
+    context = PassContext(output=output, force=force, trust_model=trust_model, calibration=train,
+                          validation=held_out, preprocessing=resolved.preprocessing, progress=progress)  # fmt: skip
+    result = step.apply(source, context)
+    report = CompressionReport(source, result.artifact, result.report, "", resolved.origin)
+    if compare:
+        scores = {"float": _evaluate_artifact(source, held_out, trust_model)}
+        with tempfile.TemporaryDirectory(prefix="edgecompress-ptq-") as tmp:
+            ptq = quantize(model, Path(tmp) / "ptq.int8.tflite", mode="int8", calib=train.data,
+                           calib_samples=calib_samples, preprocessing=preprocessing, trust_model=trust_model)  # fmt: skip
+            scores["ptq_int8"] = _evaluate_artifact(ptq.output, held_out)
+            report.details["ptq_size_bytes"] = ptq.output.size_bytes
+        scores["qat_int8"] = _evaluate_artifact(result.artifact, held_out)
+        report.evaluation = {"source": scores["float"], "output": scores["qat_int8"]}
+        report.details["comparison"] = {
+            "data": held_out.source,
+            "runtimes": {"float": "keras", "ptq_int8": "litert", "qat_int8": "litert"},
+            "scores": scores,
+        }
+    return report
+
+
+def binarize(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    data: str | os.PathLike | ImageSet,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    binarize_all: bool = False,
+    eval: str | os.PathLike | ImageSet | None = None,
+    preprocessing: dict[str, Any] | None = None,
+    trust_model: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> CompressionReport:
+    """Binarize a classifier with Larq, distilled from the float model, to a bit-packed LCE TFLite.
+
+    The report's evaluation scores the float source (Keras) and the binarized model (LCE) on the
+    same held-out data.
+    """
+    from edgecompress.compress.binarize import BinarizeConfig, BinarizePass
+
+    source = load(model)
+    step = BinarizePass(BinarizeConfig(epochs=epochs, batch_size=batch_size, lr=lr, binarize_all=binarize_all))
+    step.check_input(source)
+    output = _output_path(source, output, step.produces.suffix, force)
+    resolved = resolve_preprocessing(source, preprocessing)
+    shape = input_shape_of(source, trust_model)
+    train, held_out = training_data(data, eval, shape, resolved.preprocessing)
+    context = PassContext(output=output, force=force, trust_model=trust_model, calibration=train,
+                          validation=held_out, preprocessing=resolved.preprocessing, progress=progress)  # fmt: skip
+    result = step.apply(source, context)
+    report = CompressionReport(source, result.artifact, result.report, "", resolved.origin)
+    report.evaluation = {
+        "source": _evaluate_artifact(source, held_out, trust_model),
+        "output": _evaluate_artifact(result.artifact, held_out),
+    }
+    report.details["evaluation_data"] = held_out.source
+    return report

@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cache
 
+import numpy as np
+
 from edgecompress._env import import_tensorflow
 
 BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
@@ -153,3 +155,39 @@ def add_signature(data: bytes, input_names: list[str], output_names: list[str], 
     signature.outputs = [tensor_map(n, i) for n, i in zip(output_names, graph.outputs, strict=True)]
     model.signatureDefs = [signature]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+_NUMPY_TYPES = {"INT8": "int8", "UINT8": "uint8", "INT16": "int16", "INT32": "int32", "FLOAT32": "float32", "FLOAT16": "float16"}
+
+
+def weight_sparsity(data: bytes) -> float:
+    """Fraction of exact zeros in the conv / fully-connected weights stored in a .tflite.
+
+    Why: a pruned model must stay pruned through QAT and conversion; this reads what was written,
+    not what the Keras model held. (Quantized weights are symmetric, so a zero stays the byte 0.)
+    """
+    schema, op_names, type_names = _schema()
+    model = schema.Model.GetRootAs(data, 0)
+    zeros = total = 0
+    seen: set[int] = set()
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            name = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "")
+            weight_at, _ = _MAC_INPUTS.get(name, (1, 0))
+            if name not in _MAC_RULES or op.InputsLength() <= weight_at:
+                continue
+            tensor = graph.Tensors(op.Inputs(weight_at))
+            dtype = _NUMPY_TYPES.get(type_names.get(tensor.Type(), ""))
+            if dtype is None or tensor.Buffer() in seen:
+                continue
+            raw = model.Buffers(tensor.Buffer()).DataAsNumpy()
+            if isinstance(raw, int) or not len(raw):
+                continue  # not a constant (weights computed at run time) or stored outside the flatbuffer
+            seen.add(tensor.Buffer())
+            values = np.frombuffer(raw.tobytes(), dtype=dtype)
+            zeros += int(np.sum(values == 0))
+            total += values.size
+    return zeros / total if total else 0.0

@@ -139,7 +139,10 @@ def gaussian_heatmaps(points: np.ndarray, height: int, width: int, sigma: float 
 
 
 def _has_logits(model) -> bool:
-    activation = getattr(model.layers[-1], "activation", None)
+    layer = model.layers[-1]
+    layer = getattr(layer, "layer", layer)  # TFMOT's QuantizeWrapper holds the real layer
+    activation = getattr(layer, "activation", None)
+    activation = getattr(activation, "activation", activation)  # TFMOT's QuantizeAwareActivation
     return getattr(activation, "__name__", "") != "softmax"
 
 

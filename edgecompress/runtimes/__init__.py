@@ -1,4 +1,5 @@
-"""Runtimes by name: ``keras``, ``litert`` (alias ``tflite``), ``onnxruntime`` (alias ``onnx``, ``ort``)."""
+"""Runtimes by name: ``keras``, ``litert`` (alias ``tflite``), ``onnxruntime`` (alias ``onnx``, ``ort``),
+``lce`` (Larq Compute Engine, for binarized models)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from edgecompress.errors import UsageError
 from edgecompress.registry import Registry
 from edgecompress.runtimes.base import Runtime, Session, TensorSpec
 from edgecompress.runtimes.keras_tf import KerasRuntime
+from edgecompress.runtimes.lce import LCERuntime
 from edgecompress.runtimes.litert import LiteRTRuntime
 from edgecompress.runtimes.onnxrt import OnnxRuntime
 
@@ -14,6 +16,7 @@ RUNTIMES: Registry[Runtime] = Registry("runtime")
 RUNTIMES.add("keras", KerasRuntime(), "tf", "tensorflow")
 RUNTIMES.add("litert", LiteRTRuntime(), "tflite")
 RUNTIMES.add("onnxruntime", OnnxRuntime(), "onnx", "ort")
+RUNTIMES.add("lce", LCERuntime(), "larq", "larq_compute_engine")
 
 
 def get_runtime(name: str) -> Runtime:

@@ -1,0 +1,416 @@
+"""Quantization-aware training to a full-int8 TFLite model, for the layers real edge models use.
+
+prepare → train → convert, never touching the input: the model is first *flattened* into one
+private functional tf_keras copy (nested models inlined, ``TFOpLambda`` calls rewritten into small
+layers), then annotated from the table in ``compress/qat_configs.py`` (TFMOT's registry for the
+rest), wrapped by ``quantize_apply`` (optionally keeping sparsity or clusters), fine-tuned with the
+task's loss, and converted with the same converter settings as ``compress quantize --mode int8``.
+The converter still needs a representative dataset after QAT (tensors without fake-quant nodes get
+their ranges from it); it is the training data, never random inputs.
+
+References: Jacob et al., "Quantization and Training of Neural Networks for Efficient
+Integer-Arithmetic-Only Inference" (CVPR 2018); Krishnamoorthi, "Quantizing deep convolutional
+networks for efficient inference" (2018).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecompress._env import import_tensorflow, import_tf_keras, native_output_silenced
+from edgecompress.artifacts import Artifact, ModelFormat, atomic_path
+from edgecompress.compress import convert
+from edgecompress.compress.export import check_against_source, finish_output, load_source, output_metadata
+from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
+from edgecompress.compress.tflite_graph import weight_sparsity
+from edgecompress.errors import DataError, UnsupportedError, UsageError, require
+from edgecompress.models.keras_io import KerasModel, to_tf_keras
+
+log = logging.getLogger(__name__)
+
+#: conv / dense layers whose kernels carry sparsity and clusters
+WEIGHT_LAYERS = {"Conv2D": "kernel", "DepthwiseConv2D": "depthwise_kernel", "Conv2DTranspose": "kernel", "Dense": "kernel"}
+
+
+class Preserve(str, enum.Enum):
+    """What QAT keeps of an earlier compression (TFMOT's collaborative-optimization schemes)."""
+
+    NONE = "none"
+    SPARSITY = "sparsity"
+    CLUSTERS = "clusters"
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 3e-5
+    preserve: Preserve = Preserve.NONE
+    #: layers left without fake quantization in training (the converter calibrates them afterwards)
+    skip_layers: tuple[str, ...] = ()
+    #: training samples the converter calibrates the remaining ranges on
+    calibration_samples: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.preserve, Preserve):
+            try:
+                object.__setattr__(self, "preserve", Preserve(str(self.preserve or "none").lower()))
+            except ValueError:
+                raise UsageError(
+                    f"unknown --preserve '{self.preserve}'", f"choose one of: {', '.join(p.value for p in Preserve)}"
+                ) from None
+        object.__setattr__(self, "skip_layers", tuple(self.skip_layers))
+        if self.epochs < 1 or self.batch_size < 1 or self.calibration_samples < 1:
+            raise UsageError("--epochs, --batch-size and --calib-samples must be at least 1")
+        if not self.lr > 0:
+            raise UsageError(f"--lr must be positive, not {self.lr}", "QAT fine-tunes with a small rate, e.g. 3e-5")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "preserve": self.preserve.value,
+            "skip_layers": list(self.skip_layers), "calibration_samples": self.calibration_samples, "seed": self.seed,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QATConfig:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+# --------------------------------------------------------------------------- flattening
+
+
+@dataclass
+class _FlattenState:
+    copies: dict[int, Any] = field(default_factory=dict)
+    pairs: list[tuple[Any, Any]] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+    rewritten: list[str] = field(default_factory=list)
+    inlined: list[str] = field(default_factory=list)
+
+
+def flatten(model, atol: float = 1e-4):
+    """One functional tf_keras model with fresh copies of every layer and the same weights.
+
+    Nested models are inlined and known ``TFOpLambda`` calls become layers TFMOT can clone; the
+    copy is checked to compute what the source computes. Returns (model, what was changed).
+    """
+    tf_keras = import_tf_keras()
+    if not getattr(model, "_is_graph_network", False):
+        raise UnsupportedError(
+            f"model '{model.name}' is a subclassed Keras model, whose graph cannot be read",
+            "rebuild it with the functional API (or Sequential with an Input) before QAT",
+        )
+    state = _FlattenState()
+    inputs = [
+        tf_keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=_unique(name, state))
+        for t, name in zip(model.inputs, model.input_names, strict=True)
+    ]
+    outputs = _rebuild(model, inputs, state)
+    flat = tf_keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0],
+                          name=model.name)  # fmt: skip
+    for original, copy in state.pairs:
+        if original.weights:
+            copy.set_weights(original.get_weights())
+    _check_same(model, flat, atol)
+    return flat, {"inlined_models": state.inlined, "rewritten_ops": state.rewritten}
+
+
+def _rebuild(model, inputs: list, state: _FlattenState) -> list:
+    tf = import_tensorflow()
+    tf_keras = import_tf_keras()
+    tensors = {id(t): new for t, new in zip(model.inputs, inputs, strict=True)}
+
+    def mapped(value):
+        return tf.nest.map_structure(lambda t: tensors[id(t)] if _symbolic(t) else t, value)
+
+    for depth in sorted(model._nodes_by_depth, reverse=True):  # noqa: SLF001 - the graph is only reachable here
+        for node in model._nodes_by_depth[depth]:  # noqa: SLF001
+            layer = node.layer
+            if isinstance(layer, tf_keras.layers.InputLayer):
+                continue
+            args, kwargs = mapped((node.call_args, node.call_kwargs))
+            if getattr(layer, "_is_graph_network", False):
+                state.inlined.append(layer.name)
+                outputs = _rebuild(layer, tf.nest.flatten((args, {k: v for k, v in kwargs.items()
+                                                                  if k not in ("training", "mask")})), state)  # fmt: skip
+            else:
+                outputs = tf.nest.flatten(_call_copy(layer, args, kwargs, state))
+            for old, new in zip(tf.nest.flatten(node.outputs), outputs, strict=True):
+                tensors[id(old)] = new
+    return [tensors[id(t)] for t in model.outputs]
+
+
+def _call_copy(layer, args: tuple, kwargs: dict, state: _FlattenState):
+    kind = type(layer).__name__
+    if kind in ("TFOpLambda", "SlicingOpLambda"):
+        rewritten = _rewrite_op(layer, args, kwargs, state)
+        if rewritten is not None:
+            new_layer, call_input = rewritten
+            state.rewritten.append(f"{layer.name} → {type(new_layer).__name__}")
+            return new_layer(call_input)
+    copy = state.copies.get(id(layer))
+    if copy is None:
+        config = layer.get_config()
+        config["name"] = _unique(layer.name, state)
+        copy = layer.__class__.from_config(config)
+        state.copies[id(layer)] = copy
+        state.pairs.append((layer, copy))
+    return copy(*args, **kwargs)
+
+
+def _rewrite_op(layer, args: tuple, kwargs: dict, state: _FlattenState):
+    """A layer equivalent to one TFOpLambda call, and what to call it with; None if unknown."""
+    from edgecompress.compress import qat_configs as cfg
+
+    tf_keras = import_tf_keras()
+    symbol = getattr(layer, "symbol", "")
+    name = _unique(re.sub(r"[^A-Za-z0-9]+", "_", layer.name.replace("tf.", "")).strip("_") or "op", state)
+    operands = [*args, *(kwargs[k] for k in ("x", "y", "values") if k in kwargs)]
+    tensors = [o for o in operands if _symbolic(o)]
+    constants = [c for c in (_scalar(o) for o in operands if not _symbolic(o)) if c is not None]
+    scalar_op = len(tensors) == 1 and len(constants) == 1 and len(operands) == 2
+    if symbol in ("__operators__.add", "math.add") and scalar_op:
+        return cfg.ScalarAdd(constants[0], name=name), tensors[0]
+    if symbol == "math.subtract" and scalar_op and _symbolic(operands[0]):
+        return cfg.ScalarAdd(-constants[0], name=name), tensors[0]
+    if symbol in ("math.multiply", "__operators__.mul") and scalar_op:
+        return cfg.ScalarMultiply(constants[0], name=name), tensors[0]
+    if symbol in ("math.truediv", "math.divide") and scalar_op and _symbolic(operands[0]):
+        return cfg.ScalarMultiply(1.0 / constants[0], name=name), tensors[0]
+    two = len(tensors) == 2 and len(operands) == 2
+    if two and symbol in ("__operators__.add", "math.add"):
+        return tf_keras.layers.Add(name=name), tensors
+    if two and symbol == "math.subtract" and operands[0] is tensors[0]:
+        return tf_keras.layers.Subtract(name=name), tensors
+    if two and symbol in ("math.multiply", "__operators__.mul"):
+        return tf_keras.layers.Multiply(name=name), tensors
+    if symbol == "__operators__.getitem" and len(tensors) == 1 and len(args) == 2:
+        try:
+            return cfg.Slice(cfg.Slice.encode(args[1]), name=name), tensors[0]
+        except TypeError:
+            return None
+    if symbol == "image.resize" and len(tensors) == 1:
+        size = args[1] if len(args) > 1 else kwargs.get("size")
+        method = kwargs.get("method", args[2] if len(args) > 2 else "bilinear")
+        if size is None or _symbolic(size):
+            return None
+        return cfg.ImageResize([int(s) for s in size], str(getattr(method, "value", method)),
+                               bool(kwargs.get("antialias", False)), name=name), tensors[0]  # fmt: skip
+    if symbol == "concat":
+        values = args[0] if args else kwargs.get("values")
+        axis = kwargs.get("axis", args[1] if len(args) > 1 else -1)
+        if isinstance(values, list | tuple) and all(_symbolic(v) for v in values):
+            return tf_keras.layers.Concatenate(axis=int(axis), name=name), list(values)
+    if symbol in ("nn.relu", "nn.relu6") and len(tensors) == 1:
+        return tf_keras.layers.ReLU(6.0 if symbol.endswith("6") else None, name=name), tensors[0]
+    return None
+
+
+def _symbolic(value) -> bool:
+    """A Keras graph tensor (tf_keras' own test raises on plain Python values)."""
+    return hasattr(value, "_keras_history")
+
+
+def _scalar(value) -> float | None:
+    array = np.asarray(value) if not hasattr(value, "numpy") else np.asarray(value.numpy())
+    if array.dtype.kind in "iuf" and array.size == 1:
+        return float(array.reshape(()))
+    return None
+
+
+def _unique(name: str, state: _FlattenState) -> str:
+    candidate, index = name, 1
+    while candidate in state.names:
+        candidate, index = f"{name}_{index}", index + 1
+    state.names.add(candidate)
+    return candidate
+
+
+def _outputs(model, x) -> list[np.ndarray]:
+    out = model(x, training=False)
+    return [np.asarray(o) for o in (out if isinstance(out, list | tuple) else [out])]
+
+
+def _check_same(source, flat, atol: float) -> None:
+    shape = tuple(int(d) for d in source.inputs[0].shape[1:])
+    probe = np.random.default_rng(0).uniform(-1, 1, (2, *shape)).astype(np.float32)
+    for expected, got in zip(_outputs(source, probe), _outputs(flat, probe), strict=True):
+        diff = float(np.max(np.abs(expected - got)))
+        if not np.isfinite(diff) or diff > atol * max(1.0, float(np.max(np.abs(expected)))):
+            raise UnsupportedError(
+                f"flattening the model for QAT changed its outputs (max |Δ| = {diff:.3g})",
+                "report this with the model attached; meanwhile use post-training quantization",
+            )
+
+
+# --------------------------------------------------------------------------- annotate and apply
+
+
+def _inbound_types(layer) -> list[str]:
+    tf = import_tensorflow()
+    nodes = getattr(layer, "_inbound_nodes", [])
+    return [type(inbound).__name__ for node in nodes for inbound in tf.nest.flatten(node.inbound_layers)]
+
+
+def prepare(model, config: QATConfig):
+    """The trainable QAT model (fake-quant wrappers) of a flattened model, and the table's choices."""
+    tfmot = require("tensorflow_model_optimization", "tfmot", "Quantization-aware training")
+    from edgecompress.compress import qat_configs as cfg
+
+    tf_keras = import_tf_keras()
+    names = {layer.name for layer in model.layers}
+    unknown = [n for n in config.skip_layers if n not in names]
+    if unknown:
+        raise UsageError(f"--skip-layer names no layer of this model: {', '.join(unknown)}",
+                         "see the layer names with model.summary()")  # fmt: skip
+    qkeras = tfmot.quantization.keras
+    chosen: dict[str, dict[str, str]] = {}
+    unsupported: list[str] = []
+
+    def annotate(layer):
+        if layer.name in config.skip_layers:
+            chosen[layer.name] = {"layer": type(layer).__name__, "config": "skipped (float in training)"}
+            return layer
+        kind = cfg.config_kind(layer, _inbound_types(layer))
+        if kind:
+            chosen[layer.name] = {"layer": type(layer).__name__, "config": kind}
+            return qkeras.quantize_annotate_layer(layer, cfg.CONFIGS[kind]())
+        if cfg.tfmot_supports(layer) or type(layer).__name__ == "BatchNormalization":
+            return qkeras.quantize_annotate_layer(layer)
+        unsupported.append(f"{layer.name} ({_describe(layer)})")
+        return layer
+
+    annotated = tf_keras.models.clone_model(model, clone_function=annotate)
+    if unsupported:
+        first = unsupported[0].split(" ")[0]
+        raise UnsupportedError(
+            f"QAT cannot quantize layer(s) {', '.join(unsupported)}",
+            f"leave them in float during training with --skip-layer {first} (repeatable; the converter then "
+            "quantizes them post-training where TFLite has an int8 kernel), or replace them with built-in layers",
+        )
+    scheme = _scheme(tfmot, config.preserve)
+    try:
+        with native_output_silenced(), qkeras.quantize_scope(cfg.custom_objects()):
+            # No 'quant_' prefix: output names must stay the model's own, since runtimes order a
+            # multi-output TFLite model's outputs by the Keras output names in its metadata.
+            qat_model = qkeras.quantize_apply(annotated, scheme, quantized_layer_name_prefix="")
+    except (RuntimeError, ValueError, TypeError, AttributeError) as exc:
+        raise UnsupportedError(
+            f"TFMOT could not prepare this model for QAT: {str(exc).splitlines()[0][:300]}",
+            "leave the layer it names in float with --skip-layer NAME, or use post-training quantization",
+        ) from exc
+    return qat_model, chosen
+
+
+def _describe(layer) -> str:
+    symbol = getattr(layer, "symbol", None)
+    return f"{type(layer).__name__} {symbol}" if symbol else type(layer).__name__
+
+
+def _scheme(tfmot, preserve: Preserve):
+    combine = tfmot.experimental.combine
+    if preserve is Preserve.SPARSITY:
+        return combine.Default8BitPrunePreserveQuantizeScheme()
+    if preserve is Preserve.CLUSTERS:
+        return combine.Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=True)
+    return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+
+
+def kernel_sparsity(model) -> float:
+    """Fraction of exact zeros over conv / dense kernels (what pruning leaves behind)."""
+    zeros = total = 0
+    for layer in model.layers:
+        attr = WEIGHT_LAYERS.get(type(layer).__name__)
+        if attr and hasattr(layer, attr):
+            values = np.asarray(getattr(layer, attr).numpy())
+            zeros += int(np.sum(values == 0))
+            total += values.size
+    return zeros / total if total else 0.0
+
+
+def _unique_values(model) -> int:
+    """Largest count of distinct values in one kernel (clustering leaves a handful per layer)."""
+    counts = [len(np.unique(np.asarray(getattr(layer, attr).numpy())))
+              for layer in model.layers if (attr := WEIGHT_LAYERS.get(type(layer).__name__)) and hasattr(layer, attr)]
+    return max(counts, default=0)  # fmt: skip
+
+
+@PASSES.register("qat", "quantization_aware_training")
+class QATPass(Pass):
+    """Fine-tune with fake quantization, then convert to full-int8 TFLite.
+
+    ``context.calibration`` is the *training* data (with targets); it also feeds the converter's
+    representative dataset. ``context.validation`` (held out) is used for the export check only.
+    """
+
+    name = "qat"
+    accepts = (ModelFormat.KERAS_H5, ModelFormat.KERAS_V3, ModelFormat.SAVEDMODEL)
+    produces = ModelFormat.TFLITE
+    needs_calibration = True
+
+    def __init__(self, config: QATConfig | None = None, **kwargs: Any) -> None:
+        self.config = config or QATConfig(**kwargs)
+
+    def params(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def apply(self, artifact: Artifact, context: PassContext) -> PassResult:
+        from edgecompress.models.tasks import infer_task
+        from edgecompress.models.train import train_model
+
+        self.check_input(artifact)
+        config = self.config
+        train = context.calibration
+        if train is None or train.data.kind is None:
+            raise DataError("QAT needs labelled training data", "pass --data (class folders, .npz with targets, 'digits', …)")
+        started = time.perf_counter()
+        source = load_source(artifact, context)
+        keras_model = to_tf_keras(source)
+        flat, changes = flatten(keras_model.model)
+        sparsity_before = kernel_sparsity(flat)
+        qat_model, chosen = prepare(flat, config)
+        task = artifact.metadata.task or infer_task(source.output_shape)
+        if task == "unknown":
+            raise DataError("cannot tell which loss fits this model", "record the task in the model's metadata sidecar")
+        log.info("QAT: fine-tuning %s for %d epoch(s) on %s", artifact.path.name, config.epochs, train.source)
+        history = train_model(
+            qat_model, task, train, None, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+            progress=context.progress, seed=config.seed,
+        )  # fmt: skip
+        trained_seconds = time.perf_counter() - started
+        representative = type(train).build(train.data.take(config.calibration_samples, config.seed),
+                                           train.input_shape, train.preprocessing)  # fmt: skip
+        output = Path(context.output)
+        with atomic_path(output) as tmp:
+            data = convert.keras_to_tflite(qat_model, "int8", representative, per_channel=True, io="float")
+            tmp.write_bytes(data)
+            metadata = output_metadata(artifact, source, context, "qat", self.params())
+            check = check_against_source(
+                KerasModel(qat_model, "tf_keras"), Artifact(tmp, self.produces, metadata), "int8", context
+            )
+        result = finish_output(output, self.produces, metadata)
+        report = {
+            "pass": self.name,
+            **self.params(),
+            "task": task,
+            "training": {"samples": len(train), "source": train.source, "final_loss": history.get("loss", [None])[-1]},
+            "calibration": {"samples": len(representative), "source": f"{train.source} (the training data)"},
+            "flattened": changes,
+            "our_configs": chosen,
+            "weight_sparsity": {"source": sparsity_before, "int8_tflite": weight_sparsity(data)},
+            "seconds_training": trained_seconds,
+            "seconds": time.perf_counter() - started,
+            "check": check.to_dict(),
+        }
+        if config.preserve is Preserve.CLUSTERS:
+            report["max_unique_weights_per_kernel"] = {"source": _unique_values(flat)}
+        return PassResult(result, report)
