@@ -19,7 +19,7 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check edgecompress tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 lint: venv
 	$(BIN)/ruff check edgecompress tests benchmarks

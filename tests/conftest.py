@@ -56,3 +56,12 @@ def digits_npz(workdir) -> Path:
 @pytest.fixture()
 def out(tmp_path) -> Path:
     return tmp_path
+
+
+def pytest_collection_modifyitems(items):
+    """Under pytest-xdist, keep every test of one zoo entry on one worker: its trained model is
+    a session fixture, and training it once per worker would cost more than the split gains."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "trained" in params:
+            item.add_marker(pytest.mark.xdist_group(f"zoo-{params['trained']}"))
