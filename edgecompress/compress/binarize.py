@@ -31,7 +31,7 @@ import numpy as np
 from edgecompress._env import import_tensorflow, import_tf_keras, native_output_silenced
 from edgecompress.artifacts import Artifact, ModelFormat, atomic_path
 from edgecompress.calibration.data import ModelInputs
-from edgecompress.compress.export import finish_output, load_source, output_metadata
+from edgecompress.compress.export import commit_metadata, load_source, output_metadata
 from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
 from edgecompress.compress.tflite_graph import op_counts
 from edgecompress.compress.validate import CheckResult, compare_outputs
@@ -360,7 +360,8 @@ class BinarizePass(Pass):
             metadata = output_metadata(artifact, source, context, "binarize", self.params())
             metadata = dataclasses.replace(metadata, extra={**metadata.extra, "binarized_layers": binary})
             check, agreement = check_lce(student, Artifact(tmp, self.produces, metadata), x)
-        result = finish_output(output, self.produces, metadata)
+            commit_metadata(output, metadata)
+        result = Artifact(output, self.produces, metadata)
         report = {
             "pass": self.name,
             **self.params(),

@@ -28,7 +28,7 @@ import numpy as np
 from edgecompress._env import import_tensorflow, import_tf_keras, native_output_silenced
 from edgecompress.artifacts import Artifact, ModelFormat, atomic_path
 from edgecompress.compress import convert
-from edgecompress.compress.export import check_against_source, finish_output, load_source, output_metadata
+from edgecompress.compress.export import check_against_source, commit_metadata, load_source, output_metadata
 from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
 from edgecompress.compress.tflite_graph import weight_sparsity
 from edgecompress.errors import DataError, UnsupportedError, UsageError, require
@@ -397,7 +397,8 @@ class QATPass(Pass):
             check = check_against_source(
                 KerasModel(qat_model, "tf_keras"), Artifact(tmp, self.produces, metadata), "int8", context
             )
-        result = finish_output(output, self.produces, metadata)
+            commit_metadata(output, metadata)
+        result = Artifact(output, self.produces, metadata)
         report = {
             "pass": self.name,
             **self.params(),

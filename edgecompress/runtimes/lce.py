@@ -19,6 +19,7 @@ from edgecompress._env import native_output_silenced
 from edgecompress.artifacts import Artifact, ModelFormat
 from edgecompress.errors import ModelLoadError, require
 from edgecompress.runtimes.base import Runtime, Session, TensorSpec
+from edgecompress.runtimes.probe import probe
 
 INTERPRETER_MODULE = "larq_compute_engine.tflite.python.interpreter"
 #: machines LCE's optimized binary kernels are written for
@@ -104,6 +105,7 @@ class LCERuntime(Runtime):
 
     def _open(self, artifact: Artifact, device: str, threads: int | None, trust_model: bool) -> Session:
         module = require(INTERPRETER_MODULE, "larq", "The LCE runtime")
+        probe(self.name, artifact.path)
         try:
             with native_output_silenced():
                 interpreter = module.Interpreter(Path(artifact.path).read_bytes(), num_threads=threads or 1)

@@ -74,31 +74,21 @@ def _describe(exitcode: int | None) -> str:
 
 
 def _child(runtime: str, path: str, sender) -> None:
-    """Open the model, run it once on zeros, and report an error message or None."""
+    """Open the model with the runtime's own code, run it once on zeros, report an error or None."""
     import numpy as np
 
     try:
-        if runtime == "litert":
-            from edgecompress.runtimes.litert import interpreter_class
+        from edgecompress.artifacts import Artifact
+        from edgecompress.runtimes import get_runtime
 
-            cls, _ = interpreter_class()
-            interpreter = cls(model_path=path, num_threads=1)
-            interpreter.allocate_tensors()
-            for detail in interpreter.get_input_details():
-                interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], dtype=detail["dtype"]))
-            interpreter.invoke()
-        elif runtime == "onnxruntime":
+        trust(Path(path))  # this child is the probe: open in-process here
+        if runtime == "onnxruntime":
             import onnx
-            import onnxruntime
 
             onnx.checker.check_model(path)
-            session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-            feeds = {}
-            for arg in session.get_inputs():
-                shape = [d if isinstance(d, int) and d > 0 else 1 for d in arg.shape]
-                dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(arg.type, np.float32)
-                feeds[arg.name] = np.zeros(shape, dtype=dtype)
-            session.run(None, feeds)
+        with get_runtime(runtime).open(Artifact.open(path), "cpu", 1) as session:
+            shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+            session.run_raw(session.prepare_raw(np.zeros((1, *shape), dtype=np.float32)))
         sender.send(None)
     except Exception as exc:  # noqa: BLE001 - any failure is reported to the parent as one line
         sender.send((str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
