@@ -167,6 +167,7 @@ def render(rows: list[dict], sizes: list, command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-only", action="store_true", help="Only write and size the full-size TFLite files.")
+    parser.add_argument("--skip-sizes", action="store_true", help="Only the trained small models.")
     parser.add_argument("--only", nargs="*", help="Benchmark only these zoo entries.")
     parser.add_argument("--workdir", type=Path, default=HERE / "out")
     parser.add_argument("--output", type=Path, default=HERE / "zoo.md")
@@ -181,13 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     command = "python benchmarks/zoo.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.sizes_only:
-        sizes = sizes_only(args.workdir, say)
-        print(render([], sizes, command.strip()))
-        return 0
-    names = args.only or list(BENCH)
+    names = [] if args.sizes_only else (args.only or list(BENCH))
     rows = [bench_entry(name, args.workdir, say) for name in names]
-    text = render(rows, [], command.strip())
+    sizes = [] if args.skip_sizes else sizes_only(args.workdir, say)
+    text = render(rows, sizes, command.strip())
     args.output.write_text(text + "\n")
     print(text)
     return 0

@@ -337,7 +337,7 @@ class BinarizePass(Pass):
 
         self.check_input(artifact)
         _larq()
-        train = context.calibration
+        train = context.train or context.calibration  # recipes fill .train; the CLI passes --data
         if train is None or train.data.labels is None:
             raise DataError("binarization distils with labels", "pass labelled classification data with --data")
         source = load_source(artifact, context)

@@ -193,9 +193,11 @@ def _rewrite_op(layer, args: tuple, kwargs: dict, state: _FlattenState):
         return tf_keras.layers.Subtract(name=name), tensors
     if two and symbol in ("math.multiply", "__operators__.mul"):
         return tf_keras.layers.Multiply(name=name), tensors
-    if symbol == "__operators__.getitem" and len(tensors) == 1 and len(args) == 2:
+    if symbol == "__operators__.getitem" and len(tensors) == 1:
+        # Built in memory the slice is the second call argument; loaded from a file, `slice_spec`.
+        key = args[1] if len(args) == 2 else kwargs.get("slice_spec")
         try:
-            return cfg.Slice(cfg.Slice.encode(args[1]), name=name), tensors[0]
+            return (cfg.Slice(cfg.Slice.encode(key), name=name), tensors[0]) if key is not None else None
         except TypeError:
             return None
     if symbol == "image.resize" and len(tensors) == 1:
@@ -369,7 +371,7 @@ class QATPass(Pass):
 
         self.check_input(artifact)
         config = self.config
-        train = context.calibration
+        train = context.train or context.calibration  # recipes fill .train; the CLI passes --data
         if train is None or train.data.kind is None:
             raise DataError("QAT needs labelled training data", "pass --data (class folders, .npz with targets, 'digits', …)")
         started = time.perf_counter()
