@@ -256,8 +256,10 @@ def demo(output_dir, epochs, runs, quiet):
 
 
 from edgecompress.cli_deploy import deploy  # noqa: E402 - command groups kept in their own modules
+from edgecompress.cli_zoo import zoo  # noqa: E402
 
 cli.add_command(deploy)
+cli.add_command(zoo)
 
 
 def main() -> None:

@@ -52,8 +52,13 @@ def output_metadata(
         task=source.task or infer_task(keras_model.output_shape),
         inputs=(InputSpec(shape=keras_model.input_shape, name=str(name).split(":")[0]),),
         preprocessing=context.preprocessing or source.preprocessing,
-        extra={**source.extra, "keras_flavor": keras_model.flavor},
+        # Keras output names let runtimes return outputs in the Keras order (see runtimes/litert.py).
+        extra={**source.extra, "keras_flavor": keras_model.flavor, "output_names": _output_names(keras_model.model)},
     )
+
+
+def _output_names(model) -> list[str]:
+    return [str(name) for name in getattr(model, "output_names", None) or []]
 
 
 def check_inputs(keras_model: KerasModel, context: PassContext, metadata: Metadata) -> tuple[np.ndarray, str]:

@@ -1,18 +1,44 @@
-"""A small training loop for zoo models and training passes: Keras fit with a progress bar."""
+"""A small training loop for zoo models and training passes: Keras fit with a progress bar.
+
+Each task says what its outputs are trained against (``_fit_spec``); the loop keeps the weights
+of the best validation epoch, so what is saved is the best checkpoint, not the last.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edgecompress._env import import_tf_keras
-from edgecompress.artifacts import Metadata, atomic_path, write_metadata
-from edgecompress.calibration.data import ModelInputs
+from edgecompress._env import import_tensorflow, import_tf_keras
+from edgecompress.artifacts import Metadata, atomic_path, check_output_path, write_metadata
+from edgecompress.calibration.data import ImageSet, ModelInputs, load_images
+from edgecompress.models.tasks import boxes_from_keypoints, keypoint_outputs, resize_masks, trivial_baseline
+
+log = logging.getLogger(__name__)
+
+#: heatmap Gaussians' standard deviation, in heatmap cells
+HEATMAP_SIGMA = 1.0
 
 
-def train_classifier(
+@dataclass(frozen=True)
+class FitSpec:
+    """What Keras fit needs for one task: targets per output, losses, and what 'best' means."""
+
+    targets: list[np.ndarray]
+    losses: list[Any]
+    monitor: str
+    mode: str
+    metrics: list[Any] | None = None
+
+
+def train_model(
     model,
+    task: str,
     train: ModelInputs,
     validation: ModelInputs | None = None,
     epochs: int = 10,
@@ -21,19 +47,18 @@ def train_classifier(
     progress: bool = True,
     seed: int = 0,
 ) -> dict[str, list[float]]:
-    """Fit with Adam and sparse cross-entropy; keeps the weights of the best validation epoch."""
+    """Fit with Adam and the task's losses; keeps the weights of the best validation epoch."""
     tf_keras = import_tf_keras()
     tf_keras.utils.set_random_seed(seed)
-    x, y = train.array(), train.data.labels
-    val = (validation.array(), validation.data.labels) if validation is not None else None
+    spec = _fit_spec(model, task, train.data)
+    val = None
+    if validation is not None:
+        val = (validation.array(), _single(_fit_spec(model, task, validation.data).targets))
+    x = train.array()
     steps = epochs * int(np.ceil(len(x) / batch_size))
     # Cosine decay: the last epochs settle instead of bouncing between minima on small data.
     schedule = tf_keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
-    model.compile(
-        optimizer=tf_keras.optimizers.Adam(schedule),
-        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=_has_logits(model)),
-        metrics=["accuracy"],
-    )
+    model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=_single(spec.losses), metrics=spec.metrics)
     callbacks = []
     if progress:
         from tqdm.keras import TqdmCallback
@@ -41,12 +66,76 @@ def train_classifier(
         callbacks.append(TqdmCallback(verbose=0, leave=False))
     if val is not None:
         callbacks.append(
-            tf_keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=epochs, restore_best_weights=True)
+            tf_keras.callbacks.EarlyStopping(
+                monitor=spec.monitor, mode=spec.mode, patience=epochs, restore_best_weights=True
+            )
         )
     history = model.fit(
-        x, y, batch_size=batch_size, epochs=epochs, validation_data=val, verbose=0, callbacks=callbacks, shuffle=True
-    )
+        x, _single(spec.targets), batch_size=batch_size, epochs=epochs, validation_data=val, verbose=0,
+        callbacks=callbacks, shuffle=True,
+    )  # fmt: skip
     return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def _single(values: list) -> Any:
+    """Keras wants a bare target and loss for a one-output model (a list of one breaks its metrics)."""
+    return values[0] if len(values) == 1 else values
+
+
+def train_classifier(model, train: ModelInputs, validation: ModelInputs | None = None, **kwargs: Any):
+    """Kept for callers from before the zoo had other tasks."""
+    return train_model(model, "classification", train, validation, **kwargs)
+
+
+def _fit_spec(model, task: str, data: ImageSet) -> FitSpec:
+    tf_keras = import_tf_keras()
+    shapes = [tuple(o.shape) for o in model.outputs]
+    if task == "classification":
+        loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=_has_logits(model))
+        return FitSpec([data.labels], [loss], "val_accuracy", "max", ["accuracy"])
+    if task == "segmentation":
+        masks = resize_masks(data.masks, *shapes[0][1:3]).astype(np.int32)
+        loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=_has_logits(model))
+        return FitSpec([masks], [loss], "val_loss", "min")
+    if task == "detection":
+        return FitSpec([boxes_from_keypoints(data.keypoints)], [tf_keras.losses.Huber(delta=0.1)], "val_loss", "min")
+    if task == "keypoints":
+        regression, heatmap = keypoint_outputs(shapes)
+        targets: list[np.ndarray] = [np.empty(0)] * len(shapes)
+        losses: list[Any] = [None] * len(shapes)
+        if regression is not None:
+            targets[regression], losses[regression] = data.keypoints, landmark_loss
+        if heatmap is not None:
+            targets[heatmap] = gaussian_heatmaps(data.keypoints, *shapes[heatmap][1:3])
+            losses[heatmap] = heatmap_loss
+        return FitSpec(targets, losses, "val_loss", "min")
+    raise ValueError(f"no training recipe for task {task!r}")
+
+
+def landmark_loss(y_true, y_pred):
+    """L1 on x, y, z of labelled keypoints, plus a small visibility cross-entropy (on logits)."""
+    tf = import_tensorflow()
+    visible = y_true[..., 3]
+    coords = tf.reduce_sum(tf.abs(y_true[..., :3] - y_pred[..., :3]), axis=-1)
+    coords = tf.reduce_sum(coords * visible, axis=-1) / (tf.reduce_sum(visible, axis=-1) + 1e-6)
+    flags = tf.nn.sigmoid_cross_entropy_with_logits(labels=visible, logits=y_pred[..., 3])
+    return coords + 0.1 * tf.reduce_mean(flags, axis=-1)
+
+
+def heatmap_loss(y_true, y_pred):
+    """Squared error summed over each map (a per-pixel mean would be swamped by the empty background)."""
+    tf = import_tensorflow()
+    return tf.reduce_mean(tf.reduce_sum(tf.square(y_true - y_pred), axis=[1, 2]), axis=-1) * 0.1
+
+
+def gaussian_heatmaps(points: np.ndarray, height: int, width: int, sigma: float = HEATMAP_SIGMA) -> np.ndarray:
+    """(N, H, W, K) Gaussians at the keypoints (peak 1), empty for unlabelled ones."""
+    ys = (np.arange(height, dtype=np.float32) + 0.5)[None, :, None, None]
+    xs = (np.arange(width, dtype=np.float32) + 0.5)[None, None, :, None]
+    px = points[:, None, None, :, 0] * width
+    py = points[:, None, None, :, 1] * height
+    maps = np.exp(-((xs - px) ** 2 + (ys - py) ** 2) / (2 * sigma**2))
+    return (maps * points[:, None, None, :, 3]).astype(np.float32)
 
 
 def _has_logits(model) -> bool:
@@ -66,3 +155,68 @@ def save_model(model, path: Path, metadata: Metadata) -> Path:
 def accuracy(model, data: ModelInputs) -> float:
     predictions = np.argmax(model.predict(data.array(), verbose=0), axis=-1)
     return float(np.mean(predictions == data.data.labels))
+
+
+# --------------------------------------------------------------------------- zoo training
+
+
+@dataclass(frozen=True)
+class ZooTraining:
+    """What `compress zoo train` reports: the saved model and its score beside a trivial predictor."""
+
+    output: Path
+    task: str
+    metric: str
+    scores: dict[str, float]
+    baseline: dict[str, float]
+    data: str
+    validation: str
+    epochs: int
+    params: dict[str, Any]
+    history: dict[str, list[float]]
+
+
+def train_zoo(
+    name: str,
+    output: str | Path,
+    data: str | Path | None = None,
+    epochs: int = 10,
+    val_split: float = 0.1,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    params: dict[str, Any] | None = None,
+    progress: bool = True,
+    force: bool = False,
+    seed: int = 0,
+) -> ZooTraining:
+    """Build a zoo model, train it (default: its embedded data), save the best epoch with metadata."""
+    from edgecompress.models.tasks import TASKS, evaluate
+    from edgecompress.models.zoo import ZOO, build
+    from edgecompress.runtimes.keras_tf import KerasSession
+
+    output = check_output_path(Path(output), force)
+    entry = ZOO.get(name)
+    model, metadata = build(name, **(params or {}))
+    shape = metadata.inputs[0].shape
+    spec = str(data) if data is not None else entry.embedded_data
+    loaded = load_images(spec, split="train", target_hw=tuple(shape[:2]), need_labels=True)
+    shapes = [tuple(o.shape) for o in model.outputs]
+    TASKS.get(entry.task).targets(loaded, shapes)  # a data/model mismatch fails before training
+    train_set, val_set = loaded.split(val_split, seed)
+    train = ModelInputs.build(train_set, shape, metadata.preprocessing)
+    validation = ModelInputs.build(val_set, shape, metadata.preprocessing)
+    log.info("training %s on %d samples, validating on %d", name, len(train), len(validation))
+    history = train_model(model, entry.task, train, validation, epochs, batch_size, lr, progress, seed)
+    scores = evaluate(KerasSession(model, "cpu", None), validation, entry.task)
+    baseline = trivial_baseline(entry.task, train_set, val_set, shapes)
+    labels = metadata.labels or (loaded.label_names if entry.task in ("classification", "segmentation") else None)
+    metadata = dataclasses.replace(
+        metadata,
+        labels=labels,
+        extra={**metadata.extra, "model_name": output.stem, "trained_on": loaded.source, "epochs": epochs},
+    )
+    save_model(model, output, metadata)
+    return ZooTraining(
+        output, entry.task, TASKS.get(entry.task).primary_metric, scores, baseline, loaded.source,
+        f"{len(val_set)} held-out samples ({val_split:.0%})", epochs, metadata.extra["zoo_params"], history,
+    )  # fmt: skip

@@ -7,6 +7,7 @@ re-simulated in Keras. XNNPACK is applied by the interpreter by default; ``threa
 from __future__ import annotations
 
 import importlib
+import logging
 import re
 
 import numpy as np
@@ -15,6 +16,8 @@ from edgecompress._env import native_output_silenced
 from edgecompress.artifacts import Artifact, ModelFormat
 from edgecompress.errors import ModelLoadError
 from edgecompress.runtimes.base import Runtime, Session, TensorSpec
+
+log = logging.getLogger(__name__)
 
 INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
 
@@ -40,8 +43,24 @@ def _spec(detail: dict) -> TensorSpec:
     return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]).name, scale or None, int(zero_point))
 
 
-def _output_order(details: list[dict]) -> list[dict]:
-    """Keras outputs come out of the converter as ``StatefulPartitionedCall:N``; order by N."""
+def _output_order(interpreter, keras_names: list[str] | None = None) -> list[dict]:
+    """Output details in the Keras model's output order.
+
+    The converter names outputs ``StatefulPartitionedCall:N``, but N follows the signature's output
+    *names* in sorted order, not the Keras order: a model returning [landmarks, heatmap] comes out
+    as [heatmap, landmarks]. With the Keras output names (recorded in the metadata on export) we
+    map each through the signature; without them the ``:N`` order is the best left.
+    """
+    details = interpreter.get_output_details()
+    if keras_names and len(keras_names) == len(details) > 1:
+        try:
+            signature = interpreter.get_signature_runner().get_output_details()
+        except (ValueError, RuntimeError):
+            signature = {}
+        if set(keras_names) <= set(signature):
+            by_index = {d["index"]: d for d in details}
+            return [by_index[signature[name]["index"]] for name in keras_names]
+        log.warning("output names %s not in the TFLite signature %s; using its order", keras_names, sorted(signature))
     numbers = [re.search(r":(\d+)$", d["name"]) for d in details]
     if all(numbers):
         return [d for _, d in sorted(zip((int(m.group(1)) for m in numbers), details, strict=True), key=lambda p: p[0])]
@@ -51,12 +70,14 @@ def _output_order(details: list[dict]) -> list[dict]:
 class LiteRTSession(Session):
     runtime = "litert"
 
-    def __init__(self, interpreter, device: str, threads: int | None) -> None:
+    def __init__(
+        self, interpreter, device: str, threads: int | None, output_names: list[str] | None = None
+    ) -> None:
         self.interpreter = interpreter
         self.device = device
         self.threads = threads
         self._input = interpreter.get_input_details()[0]
-        self._outputs = _output_order(interpreter.get_output_details())
+        self._outputs = _output_order(interpreter, output_names)
         self.inputs = [_spec(self._input)]
         self.outputs = [_spec(d) for d in self._outputs]
         self._batch = int(self._input["shape"][0])
@@ -123,4 +144,4 @@ class LiteRTRuntime(Runtime):
                 f"model file is damaged or not runnable: {artifact.path}: {str(exc).splitlines()[0][:200]}",
                 "re-export it with `compress export`",
             ) from exc
-        return LiteRTSession(interpreter, device, threads)
+        return LiteRTSession(interpreter, device, threads, artifact.metadata.extra.get("output_names"))
