@@ -256,9 +256,12 @@ def demo(output_dir, epochs, runs, quiet):
 
 
 from edgecompress.cli_deploy import deploy  # noqa: E402 - command groups kept in their own modules
+from edgecompress.cli_train import cluster, distill, prune  # noqa: E402
 from edgecompress.cli_zoo import zoo  # noqa: E402
 
 cli.add_command(deploy)
+for _command in (prune, cluster, distill):
+    cli.add_command(_command)
 cli.add_command(zoo)
 
 
