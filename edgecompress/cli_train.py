@@ -12,7 +12,7 @@ import click
 from edgecompress.cli import _overrides, _preprocessing_options
 
 
-def _training_options(epochs: int, lr: float):
+def _training_options(epochs: int, lr: float, tflite: bool = True):
     options = [
         click.option("--data", required=True, help="Training data: image folder, .npz, 'digits' or 'synthetic-*'."),
         click.option("--eval", "eval_data", help="Held-out data for the report (default: the data's test split, "
@@ -24,6 +24,9 @@ def _training_options(epochs: int, lr: float):
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=lr, show_default=True),
         click.option("-o", "--output", type=click.Path(path_type=Path), help="Output .h5 (default: next to MODEL)."),
     ]  # fmt: skip
+    if tflite:
+        options.append(click.option("--no-tflite", is_flag=True,
+                                    help="Skip converting source and output to TFLite to compare size, MACs, latency."))  # fmt: skip
 
     def decorator(func):
         for option in reversed(options):
@@ -49,7 +52,7 @@ def _default_output(model: Path, tag: str) -> Path:
               help="Channels: rank filters by kernel L1 norm or by BatchNorm |gamma|.")
 @_training_options(epochs=2, lr=1e-4)
 def prune(model, sparsity, structure, schedule, criterion, data, eval_data, val_split, epochs, batch_size, lr, output,
-          scale, offset, mean, std, color, trust_model, force, as_json, quiet):  # fmt: skip
+          no_tflite, scale, offset, mean, std, color, trust_model, force, as_json, quiet):  # fmt: skip
     """Prune MODEL (unstructured or 2:4 with TFMOT, or whole channels) and fine-tune it on --data."""
     from edgecompress import api
 
@@ -58,8 +61,8 @@ def prune(model, sparsity, structure, schedule, criterion, data, eval_data, val_
     report = api.prune(
         model, output, data, sparsity=sparsity, structure=structure, schedule=schedule, criterion=criterion,
         epochs=epochs, batch_size=batch_size, lr=lr, eval=eval_data, val_split=val_split,
-        preprocessing=_overrides(scale, offset, mean, std, color), trust_model=trust_model, force=force,
-        progress=not (quiet or as_json),
+        preprocessing=_overrides(scale, offset, mean, std, color), measure=not no_tflite, trust_model=trust_model,
+        force=force, progress=not (quiet or as_json),
     )  # fmt: skip
     _print(report, time.perf_counter() - started, as_json, quiet, _prune_lines)
 
@@ -71,7 +74,7 @@ def prune(model, sparsity, structure, schedule, criterion, data, eval_data, val_
 @click.option("--init", "init", type=click.Choice(["kmeans++", "linear", "density", "random"]), default="kmeans++",
               show_default=True, help="How the centroids start.")
 @_training_options(epochs=2, lr=1e-4)
-def cluster(model, clusters, init, data, eval_data, val_split, epochs, batch_size, lr, output,
+def cluster(model, clusters, init, data, eval_data, val_split, epochs, batch_size, lr, output, no_tflite,
             scale, offset, mean, std, color, trust_model, force, as_json, quiet):  # fmt: skip
     """Cluster MODEL's weights into --clusters shared values (TFMOT) and fine-tune it on --data."""
     from edgecompress import api
@@ -81,7 +84,7 @@ def cluster(model, clusters, init, data, eval_data, val_split, epochs, batch_siz
     report = api.cluster(
         model, output, data, clusters=clusters, init=init, epochs=epochs, batch_size=batch_size, lr=lr,
         eval=eval_data, val_split=val_split, preprocessing=_overrides(scale, offset, mean, std, color),
-        trust_model=trust_model, force=force, progress=not (quiet or as_json),
+        measure=not no_tflite, trust_model=trust_model, force=force, progress=not (quiet or as_json),
     )  # fmt: skip
     _print(report, time.perf_counter() - started, as_json, quiet, _cluster_lines)
 
@@ -94,7 +97,7 @@ def cluster(model, clusters, init, data, eval_data, val_split, epochs, batch_siz
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Weight of the distillation loss (1 - alpha goes to the ground-truth loss).")
 @click.option("--no-baseline", is_flag=True, help="Skip training the student alone for comparison.")
-@_training_options(epochs=10, lr=2e-3)
+@_training_options(epochs=10, lr=2e-3, tflite=False)
 def distill(teacher, student, temperature, alpha, no_baseline, data, eval_data, val_split, epochs, batch_size, lr,
             output, scale, offset, mean, std, color, trust_model, force, as_json, quiet):  # fmt: skip
     """Train --student from --teacher's outputs on --data (and alone, for comparison)."""
