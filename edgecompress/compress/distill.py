@@ -97,7 +97,7 @@ def heatmap_kd(teacher, student):
 def coordinate_kd(teacher, student):
     """L1 to the teacher's coordinates (x, y, z of keypoints, or box corners)."""
     tf = import_tensorflow()
-    if teacher.shape.rank == 3:  # keypoints (N, K, x y z visibility): the visibility logit is left out
+    if len(teacher.shape) == 3:  # keypoints (N, K, x y z visibility): the visibility logit is left out
         teacher, student = teacher[..., :3], student[..., :3]
     return tf.reduce_mean(tf.reduce_sum(tf.abs(teacher - student), axis=-1))
 
