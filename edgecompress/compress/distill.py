@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgecompress._env import import_tensorflow, import_tf_keras
-from edgecompress.artifacts import Artifact, InputSpec, Metadata, ModelFormat
+from edgecompress.artifacts import Artifact, Metadata, ModelFormat
 from edgecompress.calibration.data import ModelInputs
 from edgecompress.compress import finetune
 from edgecompress.compress.finetune import FineTune
@@ -292,12 +292,6 @@ class DistillPass(Pass):
             student, artifact, teacher_km, dataclasses.replace(context, preprocessing=preprocessing), self.name,
             self.params(), extra={**view.extra, "model_name": Path(context.output).stem, "teacher": str(artifact.path)},
         )  # fmt: skip
-        if student_meta is not None and student_meta.inputs:
-            metadata = dataclasses.replace(result.metadata, inputs=(InputSpec(shape=shape),))
-            from edgecompress.artifacts import write_metadata
-
-            write_metadata(result.path, metadata)
-            result = dataclasses.replace(result, metadata=metadata)
         report = {
             "pass": self.name,
             **self.params(),
