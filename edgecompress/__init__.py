@@ -9,9 +9,12 @@ from edgecompress._env import configure_environment
 
 configure_environment()
 
-from edgecompress.api import bench, export, load, quantize  # noqa: E402
+from edgecompress.api import bench, cluster, distill, export, load, prune, quantize  # noqa: E402
 from edgecompress.artifacts import Artifact, Metadata  # noqa: E402
 from edgecompress.errors import EdgeCompressError  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["Artifact", "EdgeCompressError", "Metadata", "bench", "export", "load", "quantize", "__version__"]
+__all__ = [
+    "Artifact", "EdgeCompressError", "Metadata", "bench", "cluster", "distill", "export", "load", "prune", "quantize",
+    "__version__",
+]  # fmt: skip
