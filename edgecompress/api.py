@@ -379,3 +379,135 @@ def binarize(
     }
     report.details["evaluation_data"] = held_out.source
     return report
+
+
+def training_inputs(
+    spec: str | os.PathLike | ImageSet,
+    eval_spec: str | os.PathLike | ImageSet | None,
+    input_shape: tuple[int, ...],
+    preprocessing: Preprocessing,
+    val_split: float = 0.2,
+) -> tuple[ModelInputs, ModelInputs]:
+    """Training data and held-out evaluation data for a pass that fine-tunes.
+
+    The held-out part is ``eval_spec`` if given, else the embedded set's test split (digits,
+    synthetic-*), else ``val_split`` of the data, set aside before training.
+    """
+    from edgecompress.calibration.data import SYNTHETIC
+
+    target = tuple(input_shape[:2]) if len(input_shape) == 3 else None
+    text = str(spec)
+    embedded = not isinstance(spec, ImageSet) and text in ("digits", *SYNTHETIC)
+    data = spec if isinstance(spec, ImageSet) else load_images(spec, "train", target, need_labels=True)
+    if eval_spec is not None:
+        held = eval_spec if isinstance(eval_spec, ImageSet) else load_images(eval_spec, "test", target, need_labels=True)
+    elif embedded:
+        held = load_images(spec, "test", target, need_labels=True)
+    else:
+        data, held = data.split(val_split)
+    return ModelInputs.build(data, input_shape, preprocessing), ModelInputs.build(held, input_shape, preprocessing)
+
+
+def _run_training_pass(
+    step, source: Artifact, output, data, eval_spec, val_split: float, overrides, trust_model: bool, force: bool,
+    progress: bool,
+) -> CompressionReport:
+    step.check_input(source)
+    output = _output_path(source, output, step.produces.suffix, force)
+    resolved = resolve_preprocessing(source, overrides)
+    shape = input_shape_of(source, trust_model)
+    train, held = training_inputs(data, eval_spec, shape, resolved.preprocessing, val_split)
+    context = PassContext(
+        output=output, force=force, trust_model=trust_model, validation=held, preprocessing=resolved.preprocessing,
+        progress=progress, train=train,
+    )  # fmt: skip
+    result = step.apply(source, context)
+    report = CompressionReport(source, result.artifact, result.report, "", resolved.origin)
+    report.evaluation = result.report.get("evaluation") or {}
+    return report
+
+
+def prune(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    data: str | os.PathLike | ImageSet,
+    sparsity: float = 0.5,
+    structure: str = "unstructured",
+    schedule: str = "constant",
+    criterion: str = "l1",
+    epochs: int = 2,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    eval: str | os.PathLike | ImageSet | None = None,
+    val_split: float = 0.2,
+    preprocessing: dict[str, Any] | None = None,
+    measure: bool = True,
+    trust_model: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> CompressionReport:
+    """Prune a Keras model (unstructured / 2:4 with TFMOT, or whole channels) and fine-tune it."""
+    from edgecompress.compress.finetune import FineTune
+    from edgecompress.compress.prune import PruneConfig, PrunePass
+
+    config = PruneConfig(sparsity, structure, schedule, criterion, FineTune(epochs, batch_size, lr))
+    return _run_training_pass(
+        PrunePass(config, measure=measure), load(model), output, data, eval, val_split, preprocessing, trust_model,
+        force, progress,
+    )  # fmt: skip
+
+
+def cluster(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    data: str | os.PathLike | ImageSet,
+    clusters: int = 16,
+    init: str = "kmeans++",
+    epochs: int = 2,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    eval: str | os.PathLike | ImageSet | None = None,
+    val_split: float = 0.2,
+    preprocessing: dict[str, Any] | None = None,
+    measure: bool = True,
+    trust_model: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> CompressionReport:
+    """Cluster a Keras model's weights into ``clusters`` shared values (TFMOT) and fine-tune it."""
+    from edgecompress.compress.cluster import ClusterConfig, ClusterPass
+    from edgecompress.compress.finetune import FineTune
+
+    config = ClusterConfig(clusters, init, FineTune(epochs, batch_size, lr))
+    return _run_training_pass(
+        ClusterPass(config, measure=measure), load(model), output, data, eval, val_split, preprocessing, trust_model,
+        force, progress,
+    )  # fmt: skip
+
+
+def distill(
+    teacher: str | os.PathLike,
+    student: str,
+    output: str | os.PathLike,
+    data: str | os.PathLike | ImageSet,
+    temperature: float = 4.0,
+    alpha: float = 0.5,
+    baseline: bool = True,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    eval: str | os.PathLike | ImageSet | None = None,
+    val_split: float = 0.2,
+    preprocessing: dict[str, Any] | None = None,
+    trust_model: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> CompressionReport:
+    """Distill ``teacher`` into ``student`` (a zoo name with parameters, or a model file)."""
+    from edgecompress.compress.distill import DistillConfig, DistillPass
+    from edgecompress.compress.finetune import FineTune
+
+    config = DistillConfig(str(student), temperature, alpha, FineTune(epochs, batch_size, lr), baseline)
+    return _run_training_pass(
+        DistillPass(config), load(teacher), output, data, eval, val_split, preprocessing, trust_model, force, progress
+    )

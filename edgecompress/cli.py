@@ -258,14 +258,11 @@ def demo(output_dir, epochs, runs, quiet):
 from edgecompress.cli_deploy import deploy  # noqa: E402 - command groups kept in their own modules
 from edgecompress.cli_pipeline import pipeline, report  # noqa: E402
 from edgecompress.cli_qat import binarize, qat  # noqa: E402
+from edgecompress.cli_train import cluster, distill, prune  # noqa: E402
 from edgecompress.cli_zoo import zoo  # noqa: E402
 
-cli.add_command(deploy)
-cli.add_command(pipeline)
-cli.add_command(report)
-cli.add_command(qat)
-cli.add_command(binarize)
-cli.add_command(zoo)
+for _command in (deploy, zoo, prune, cluster, distill, qat, binarize, pipeline, report):
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ class PassContext:
     trust_model: bool = False
     calibration: ModelInputs | None = None
     validation: ModelInputs | None = None
+    #: training data of the passes that fine-tune (prune, cluster, distill)
+    train: ModelInputs | None = None
     #: the preprocessing the data was prepared with; recorded in the output's metadata
     preprocessing: Preprocessing | None = None
     progress: bool = True

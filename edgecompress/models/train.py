@@ -224,3 +224,55 @@ def train_zoo(
         output, entry.task, TASKS.get(entry.task).primary_metric, scores, baseline, loaded.source,
         f"{len(val_set)} held-out samples ({val_split:.0%})", epochs, metadata.extra["zoo_params"], history,
     )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- fine-tuning (training passes)
+
+
+def fine_tune(
+    model,
+    task: str,
+    train: ModelInputs,
+    epochs: int = 2,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    progress: bool = True,
+    seed: int = 0,
+    callbacks: tuple = (),
+    loss: Any = None,
+) -> dict[str, list[float]]:
+    """Fit for a fixed budget with the task's losses plus extra callbacks; keeps the last epoch.
+
+    Why not :func:`train_model`: pruning and clustering need their own callbacks, and restoring a
+    "best" epoch would restore an earlier pruning mask; the report's held-out data is never used
+    to pick the checkpoint, so the figures it prints are not optimistic.
+    """
+    tf_keras = import_tf_keras()
+    tf_keras.utils.set_random_seed(seed)
+    spec = _fit_spec(model, task, train.data)
+    x = train.array()
+    steps = epochs * int(np.ceil(len(x) / batch_size))
+    schedule = tf_keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
+    model.compile(
+        optimizer=tf_keras.optimizers.Adam(schedule), loss=loss if loss is not None else _single(spec.losses),
+        metrics=spec.metrics,
+    )  # fmt: skip
+    extra = list(callbacks)
+    if progress:
+        from tqdm.keras import TqdmCallback
+
+        extra.append(TqdmCallback(verbose=0, leave=False))
+    history = model.fit(
+        x, _single(spec.targets), batch_size=batch_size, epochs=epochs, verbose=0, callbacks=extra, shuffle=True
+    )
+    return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def fit_spec(model, task: str, data: ImageSet) -> FitSpec:
+    """Targets and losses, one per output of ``model``, of ``task`` on ``data`` (for custom loops)."""
+    return _fit_spec(model, task, data)
+
+
+def outputs_probabilities(model) -> bool:
+    """Whether the model ends in a softmax (probabilities) rather than logits."""
+    return not _has_logits(model)

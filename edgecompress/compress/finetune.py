@@ -1,0 +1,163 @@
+"""What the training passes (prune, cluster, distill) share: their budget, a private tf_keras copy of
+the source, scoring on held-out data, the Keras output with its sidecar, and TFLite measurements.
+
+Why a copy: TFMOT wraps layer objects in place and Keras fit changes weights, while a pass must
+never touch its input (the loaded model is also cached by ``load_keras``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecompress._env import import_tf_keras
+from edgecompress.artifacts import Artifact, Metadata, ModelFormat
+from edgecompress.calibration.data import ModelInputs
+from edgecompress.compress.export import load_source, output_metadata
+from edgecompress.compress.passes import PassContext
+from edgecompress.errors import DataError, UsageError
+from edgecompress.models.keras_io import KerasModel, to_tf_keras
+
+KERAS_OUTPUTS = (ModelFormat.KERAS_H5, ModelFormat.KERAS_V3, ModelFormat.SAVEDMODEL)
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """The training budget of a pass; the same budget is what `distill` gives its baseline."""
+
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if int(self.epochs) < 0:
+            raise UsageError(f"--epochs must be 0 or more, not {self.epochs}", "pass --epochs N")
+        if int(self.batch_size) < 1:
+            raise UsageError(f"--batch-size must be at least 1, not {self.batch_size}", "pass --batch-size 32")
+        if not float(self.lr) > 0:
+            raise UsageError(f"--lr must be positive, not {self.lr}", "pass e.g. --lr 1e-4")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FineTune:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def private_copy(artifact: Artifact, context: PassContext) -> tuple[KerasModel, Any]:
+    """The loaded source (as tf_keras) and an independent copy with the same weights to train."""
+    tf_keras = import_tf_keras()
+    source = to_tf_keras(load_source(artifact, context))
+    model = source.model
+    if isinstance(model, tf_keras.Sequential):
+        # A functional view of a Sequential model: same layers, and a config the graph tools read.
+        model = tf_keras.Model(model.inputs, model.outputs, name=model.name)
+    copy = tf_keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return source, copy
+
+
+def task_of(artifact: Artifact, keras_model: KerasModel) -> str:
+    from edgecompress.models.tasks import TASKS, infer_task
+
+    task = artifact.metadata.task or infer_task(keras_model.output_shape)
+    if task not in TASKS:
+        raise DataError(
+            f"cannot tell what {artifact.path} predicts, so it cannot be fine-tuned",
+            "record the task in the model's metadata sidecar (task: classification|segmentation|keypoints)",
+        )
+    return TASKS.canonical(task)
+
+
+def require_training_data(context: PassContext, what: str) -> ModelInputs:
+    if context.train is None:
+        raise DataError(f"{what} fine-tunes the model and needs training data", "pass --data DIR|FILE.npz|digits")
+    return context.train
+
+
+def score(model, data: ModelInputs | None, task: str) -> dict[str, float] | None:
+    """The task's metrics of a Keras model on held-out data (None without data)."""
+    if data is None:
+        return None
+    from edgecompress.models.tasks import evaluate
+    from edgecompress.runtimes.keras_tf import KerasSession
+
+    return evaluate(KerasSession(model, "cpu", None), data, task)
+
+
+def primary_metric(task: str) -> str:
+    from edgecompress.models.tasks import TASKS
+
+    return TASKS.get(task).primary_metric
+
+
+def write_output(
+    model, artifact: Artifact, source: KerasModel, context: PassContext, step: str, params: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Artifact:
+    """Save the trained model (.h5/.keras, atomically) with the source's metadata and one more lineage step."""
+    from edgecompress.compress.export import finish_output
+    from edgecompress.models.train import save_model
+
+    output = Path(context.output)
+    view = KerasModel(model=model, flavor="tf_keras", path=output)
+    metadata: Metadata = output_metadata(artifact, view, context, step, params)
+    if extra:
+        metadata = dataclasses.replace(metadata, extra={**metadata.extra, **extra})
+    save_model(model, output, metadata)
+    fmt = ModelFormat.KERAS_V3 if output.suffix.lower() == ".keras" else ModelFormat.KERAS_H5
+    return finish_output(output, fmt, metadata)
+
+
+# --------------------------------------------------------------------------- TFLite measurements
+
+
+@dataclass(frozen=True)
+class TFLiteProfile:
+    """A float TFLite rendering of a Keras model: what a device would load and run."""
+
+    size_bytes: int
+    gzip_bytes: int
+    macs: int
+    latency_ms_p50: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def tflite_profile(model, optimize_sparsity: bool = False, threads: int = 2, runs: int = 50) -> TFLiteProfile:
+    """Convert to float TFLite and measure size, gzip size, MACs and LiteRT latency (batch 1)."""
+    from edgecompress.compress.convert import keras_to_tflite
+    from edgecompress.compress.tflite_graph import estimate_macs
+
+    data = keras_to_tflite(model, "float", optimize_sparsity=optimize_sparsity)
+    return TFLiteProfile(
+        size_bytes=len(data),
+        gzip_bytes=len(gzip.compress(data, compresslevel=9)),
+        macs=int(sum(estimate_macs(data).values())),
+        latency_ms_p50=litert_latency(data, threads, runs) if runs else None,
+    )
+
+
+def litert_latency(data: bytes, threads: int = 2, runs: int = 50) -> float:
+    """Median LiteRT latency in ms (XNNPACK, batch 1), timed as `compress bench` times it."""
+    from edgecompress.reports.bench import time_session
+    from edgecompress.runtimes.litert import LiteRTRuntime
+
+    with tempfile.TemporaryDirectory(prefix="edgecompress-lat-") as tmp:
+        path = Path(tmp) / "model.tflite"
+        path.write_bytes(data)
+        session = LiteRTRuntime().open(Artifact(path, ModelFormat.TFLITE), "cpu", threads)
+        shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+        sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+        timing = time_session(session, sample, warmup=5, runs=runs)
+        session.close()
+    return timing.p50
