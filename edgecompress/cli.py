@@ -16,6 +16,8 @@ from pathlib import Path
 import click
 
 from edgecompress._env import configure_environment
+from edgecompress.cli_options import overrides as _overrides
+from edgecompress.cli_options import preprocessing_options as _preprocessing_options
 
 configure_environment()
 
@@ -68,33 +70,6 @@ def cli(debug: bool) -> None:
         from edgecompress._env import quiet_python_loggers
 
         quiet_python_loggers()
-
-
-def _preprocessing_options(func):
-    options = [
-        click.option("--scale", type=float, help="Pixel scale: x = pixel*scale + offset (0-255 pixels)."),
-        click.option("--offset", type=float, help="Added after --scale (e.g. -1 with scale 1/127.5)."),
-        click.option("--mean", type=str, help="Per-channel mean subtracted after scale/offset, e.g. 0.485,0.456,0.406."),
-        click.option("--std", type=str, help="Per-channel std divided after the mean, e.g. 0.229,0.224,0.225."),
-        click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]), help="Channel order the model expects."),
-        click.option("--trust-model", is_flag=True, help="Allow Lambda layers and other code stored in the model file."),
-        click.option("--force", is_flag=True, help="Overwrite the output if it exists."),
-        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
-        click.option("-q", "--quiet", is_flag=True, help="Print only the output path."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _overrides(scale, offset, mean, std, color) -> dict:
-    def floats(text):
-        return tuple(float(v) for v in text.split(",")) if text else None
-
-    try:
-        return {"scale": scale, "offset": offset, "mean": floats(mean), "std": floats(std), "color": color}
-    except ValueError:
-        raise click.BadParameter("--mean/--std take comma-separated numbers") from None
 
 
 @cli.command()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from edgecompress.cli import _overrides, _preprocessing_options
+from edgecompress.cli_options import overrides as _overrides
+from edgecompress.cli_options import preprocessing_options as _preprocessing_options
 
 
 def _training_options(epochs: int, lr: float, tflite: bool = True):

@@ -104,7 +104,6 @@ def write_output(
     extra: dict[str, Any] | None = None,
 ) -> Artifact:
     """Save the trained model (.h5/.keras, atomically) with the source's metadata and one more lineage step."""
-    from edgecompress.compress.export import finish_output
     from edgecompress.models.train import save_model
 
     output = Path(context.output)
@@ -112,9 +111,9 @@ def write_output(
     metadata: Metadata = output_metadata(artifact, view, context, step, params)
     if extra:
         metadata = dataclasses.replace(metadata, extra={**metadata.extra, **extra})
-    save_model(model, output, metadata)
+    save_model(model, output, metadata)  # writes the sidecar before the model's rename
     fmt = ModelFormat.KERAS_V3 if output.suffix.lower() == ".keras" else ModelFormat.KERAS_H5
-    return finish_output(output, fmt, metadata)
+    return Artifact(output, fmt, metadata)
 
 
 # --------------------------------------------------------------------------- TFLite measurements

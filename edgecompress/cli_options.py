@@ -1,0 +1,33 @@
+"""Options shared by several commands (kept apart from cli.py so command modules can import them)."""
+
+from __future__ import annotations
+
+import click
+
+
+def preprocessing_options(func):
+    """Preprocessing, trust, overwrite and output-format options shared by the converting commands."""
+    options = [
+        click.option("--scale", type=float, help="Pixel scale: x = pixel*scale + offset (0-255 pixels)."),
+        click.option("--offset", type=float, help="Added after --scale (e.g. -1 with scale 1/127.5)."),
+        click.option("--mean", type=str, help="Per-channel mean subtracted after scale/offset, e.g. 0.485,0.456,0.406."),
+        click.option("--std", type=str, help="Per-channel std divided after the mean, e.g. 0.229,0.224,0.225."),
+        click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]), help="Channel order the model expects."),
+        click.option("--trust-model", is_flag=True, help="Allow Lambda layers and other code stored in the model file."),
+        click.option("--force", is_flag=True, help="Overwrite the output if it exists."),
+        click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
+        click.option("-q", "--quiet", is_flag=True, help="Print only the output path."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def overrides(scale, offset, mean, std, color) -> dict:
+    def floats(text):
+        return tuple(float(v) for v in text.split(",")) if text else None
+
+    try:
+        return {"scale": scale, "offset": offset, "mean": floats(mean), "std": floats(std), "color": color}
+    except ValueError:
+        raise click.BadParameter("--mean/--std take comma-separated numbers") from None
