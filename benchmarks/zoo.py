@@ -73,6 +73,7 @@ def bench_entry(name: str, workdir: Path, say) -> dict:
     from edgecompress.calibration.data import load_images
     from edgecompress.models.tasks import trivial_baseline
     from edgecompress.models.train import train_zoo
+    from edgecompress.errors import EdgeCompressError
     from edgecompress.models.zoo import ZOO, build
 
     params, epochs, lr = BENCH[name]
@@ -91,14 +92,19 @@ def bench_entry(name: str, workdir: Path, say) -> dict:
            "train_s": train_seconds, "baseline": baseline[metric]}  # fmt: skip
     for tag, fmt, mode in (("float", "tflite", None), ("float", "onnx", None), ("int8", "tflite", "int8"), ("int8", "onnx", "int8")):
         target = workdir / f"{name}.{tag}.{fmt}"
-        if mode is None:
-            report = api.export(source, target, format=fmt, eval=test, force=True)
-        else:
-            report = api.quantize(source, target, mode=mode, format=fmt, calib=train, calib_samples=100, eval=test, force=True)
+        try:
+            if mode is None:
+                report = api.export(source, target, format=fmt, eval=test, force=True)
+            else:
+                report = api.quantize(source, target, mode=mode, format=fmt, calib=train, calib_samples=100, eval=test, force=True)
+        except EdgeCompressError as exc:  # a refused export is a finding: record it, keep going
+            row[f"{tag}_{fmt}"] = str(exc).split(" (")[0]
+            say(f"{name} {tag} {fmt}: {row[f'{tag}_{fmt}']}")
+            continue
         row["keras"] = report.evaluation["source"][metric]
         row[f"{tag}_{fmt}"] = (report.evaluation["output"][metric], report.output.size_bytes, latency_ms(target))
-    say(f"{name}: {metric} keras {row['keras']:.4f} (trivial {row['baseline']:.4f}), int8 tflite "
-        f"{row['int8_tflite'][0]:.4f}, int8 onnx {row['int8_onnx'][0]:.4f}, trained in {train_seconds:.0f} s")  # fmt: skip
+    say(f"{name}: {metric} keras {row.get('keras', float('nan')):.4f} (trivial {row['baseline']:.4f}), "
+        f"trained in {train_seconds:.0f} s")
     return row
 
 
@@ -146,7 +152,8 @@ def render(rows: list[dict], sizes: list, command: str) -> str:
         ]
         for r in rows:
             config = ", ".join(f"{k} {v}" for k, v in r["params"].items())
-            cells = [f"{m:.2%}<br>{mb(s)}, {t:.2f} ms" for m, s, t in (r["float_tflite"], r["int8_tflite"], r["float_onnx"], r["int8_onnx"])]
+            cells = [cell if isinstance(cell, str) else f"{cell[0]:.2%}<br>{mb(cell[1])}, {cell[2]:.2f} ms"
+                     for cell in (r["float_tflite"], r["int8_tflite"], r["float_onnx"], r["int8_onnx"])]  # fmt: skip
             lines.append(
                 f"| {r['name']} | {r['task']} | {config} | {r['epochs']} | {r['metric']} | {r['baseline']:.2%} | "
                 f"{r['keras']:.2%} | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} |"
