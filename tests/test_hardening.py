@@ -128,3 +128,14 @@ def test_labels_out_of_range_for_the_model(tmp_path, tiny_classifier):
     with pytest.raises(DataError, match="labels go up to 12 but the model predicts 10 classes"):
         api.quantize(tiny_classifier, tmp_path / "x.tflite", eval=tmp_path / "e.npz")
     assert not (tmp_path / "x.tflite").exists()
+
+
+def test_hdf5_is_read_in_a_child_first(tmp_path, tiny_classifier):
+    """Corrupted HDF5 metadata can make the library loop forever (our fuzzer found such files)."""
+    from edgecompress.runtimes import probe as probe_module
+
+    copy = tmp_path / "copy.h5"
+    copy.write_bytes(tiny_classifier.read_bytes())
+    with pytest.raises(ModelLoadError, match="hung for more than"):
+        probe_module.probe("hdf5", copy, timeout=0.01)
+    assert load_keras(copy).input_shape == (32, 32, 3)  # a healthy file passes the probe and loads

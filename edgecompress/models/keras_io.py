@@ -154,9 +154,13 @@ def load_keras(path: str | Path, trust_model: bool = False) -> KerasModel:
 
 
 def _load_uncached(path: Path, trust_model: bool) -> KerasModel:
+    from edgecompress.runtimes.probe import probe
+
     fmt = detect_format(path)
     if not fmt.is_keras:
         raise ModelLoadError(f"{path} is a {fmt.value} model, not a Keras model", "pass the Keras source model")
+    if fmt is ModelFormat.KERAS_H5:
+        probe("hdf5", path)  # a corrupted HDF5 file can hang the library: read it in a child first
     config, version = read_config(path, fmt)
     risky = unsafe_layers(config)
     if risky and not trust_model:

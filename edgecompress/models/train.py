@@ -153,6 +153,9 @@ def save_model(model, path: Path, metadata: Metadata) -> Path:
         # The optimizer state is training debris: it would inflate every "size before" figure.
         model.save(tmp, **({} if path.suffix == ".keras" else {"include_optimizer": False}))
         write_metadata(path, metadata)  # before the rename: the model's appearance is the commit
+    from edgecompress.runtimes.probe import trust
+
+    trust(path)  # written by this process a moment ago: no need to probe it before loading
     return path
 
 

@@ -31,7 +31,10 @@ def trust(path: Path) -> None:
 
 
 def probe(runtime: str, path: Path, timeout: float = PROBE_SECONDS) -> None:
-    """Open and run the model once in a child; raise ModelLoadError on a crash, hang or error."""
+    """Open and run the model once in a child; raise ModelLoadError on a crash, hang or error.
+
+    ``runtime`` names a registered runtime, or ``"hdf5"`` to read a Keras .h5 file's every object.
+    """
     path = Path(path)
     if _key(path) in _TRUSTED:
         return
@@ -45,7 +48,7 @@ def probe(runtime: str, path: Path, timeout: float = PROBE_SECONDS) -> None:
             child.kill()
             child.join()
             raise ModelLoadError(
-                f"model file is damaged: {path}: the {runtime} interpreter hung for more than {timeout:.0f} s",
+                f"model file is damaged: {path}: reading it with {runtime} hung for more than {timeout:.0f} s",
                 "re-export or re-download it",
             )
         try:
@@ -53,7 +56,7 @@ def probe(runtime: str, path: Path, timeout: float = PROBE_SECONDS) -> None:
         except EOFError:
             child.join()
             raise ModelLoadError(
-                f"model file is damaged: {path}: the {runtime} interpreter crashed ({_describe(child.exitcode)})",
+                f"model file is damaged: {path}: reading it with {runtime} crashed ({_describe(child.exitcode)})",
                 "re-export or re-download it",
             ) from None
     finally:
@@ -78,6 +81,10 @@ def _child(runtime: str, path: str, sender) -> None:
     import numpy as np
 
     try:
+        if runtime == "hdf5":
+            _read_every_hdf5_object(path)
+            sender.send(None)
+            return
         from edgecompress.artifacts import Artifact
         from edgecompress.runtimes import get_runtime
 
@@ -94,3 +101,18 @@ def _child(runtime: str, path: str, sender) -> None:
         sender.send((str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
     finally:
         sender.close()
+
+
+def _read_every_hdf5_object(path: str) -> None:
+    """Touch every attribute and dataset: the HDF5 library can loop forever on corrupted metadata
+    (seen by our fuzzer on mutated Keras .h5 files), so this runs in the probe child first."""
+    import h5py
+
+    def visit(_name, obj) -> None:
+        dict(obj.attrs)
+        if isinstance(obj, h5py.Dataset):
+            obj[()]
+
+    with h5py.File(path, "r") as handle:
+        dict(handle.attrs)
+        handle.visititems(visit)
