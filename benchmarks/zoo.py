@@ -71,9 +71,9 @@ def latency_ms(path: Path) -> float:
 def bench_entry(name: str, workdir: Path, say) -> dict:
     from edgecompress import api
     from edgecompress.calibration.data import load_images
+    from edgecompress.errors import EdgeCompressError
     from edgecompress.models.tasks import trivial_baseline
     from edgecompress.models.train import train_zoo
-    from edgecompress.errors import EdgeCompressError
     from edgecompress.models.zoo import ZOO, build
 
     params, epochs, lr = BENCH[name]
