@@ -6,7 +6,6 @@ Errors a user can cause are EdgeCompressErrors: one line, a non-zero exit code, 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ import click
 from edgecompress._env import configure_environment
 from edgecompress.cli_options import overrides as _overrides
 from edgecompress.cli_options import preprocessing_options as _preprocessing_options
+from edgecompress.cli_options import print_for_scripts
 
 configure_environment()
 
@@ -125,13 +125,7 @@ def _default_output(model: Path, tag: str, fmt: str) -> Path:
 def _print_report(command: str, report, seconds: float, as_json: bool, quiet: bool) -> None:
     from edgecompress.reports.tables import human_bytes
 
-    data = report.to_dict()
-    data["seconds_total"] = seconds
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-        return
-    if quiet:
-        click.echo(str(report.output.path))
+    if print_for_scripts(report, seconds, as_json, quiet):
         return
     details = report.details
     lines = [click.style(f"compress {command}: {report.source.path} → {report.output.path}", bold=True)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 
@@ -31,3 +33,14 @@ def overrides(scale, offset, mean, std, color) -> dict:
         return {"scale": scale, "offset": offset, "mean": floats(mean), "std": floats(std), "color": color}
     except ValueError:
         raise click.BadParameter("--mean/--std take comma-separated numbers") from None
+
+
+def print_for_scripts(report, seconds: float, as_json: bool, quiet: bool) -> bool:
+    """The --json / -q output every compressing command shares; True when it printed."""
+    if as_json:
+        click.echo(json.dumps({**report.to_dict(), "seconds_total": seconds}, indent=2, default=str))
+        return True
+    if quiet:
+        click.echo(str(report.output.path))
+        return True
+    return False

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections import Counter
 from pathlib import Path
 
 import click
+
+from edgecompress.cli_options import print_for_scripts
 
 
 def _training_options(epochs: int, lr: float):
@@ -63,11 +64,7 @@ def qat(model, output, preserve, skip_layers, calib_samples, no_compare, data, e
         progress=not (quiet or as_json),
     )  # fmt: skip
     seconds = time.perf_counter() - started
-    if as_json:
-        click.echo(json.dumps({**report.to_dict(), "seconds_total": seconds}, indent=2, default=str))
-        return
-    if quiet:
-        click.echo(str(report.output.path))
+    if print_for_scripts(report, seconds, as_json, quiet):
         return
     from edgecompress.models.tasks import TASKS
     from edgecompress.reports.tables import human_bytes
@@ -122,11 +119,7 @@ def binarize(model, output, binarize_all, data, eval_data, epochs, batch_size, l
         trust_model=trust_model, force=force, progress=not (quiet or as_json),
     )  # fmt: skip
     seconds = time.perf_counter() - started
-    if as_json:
-        click.echo(json.dumps({**report.to_dict(), "seconds_total": seconds}, indent=2, default=str))
-        return
-    if quiet:
-        click.echo(str(report.output.path))
+    if print_for_scripts(report, seconds, as_json, quiet):
         return
     from edgecompress.reports.tables import human_bytes
 

@@ -3,7 +3,6 @@ is in ``compress/prune.py``, ``channels.py``, ``cluster.py`` and ``distill.py``.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import click
 
 from edgecompress.cli_options import overrides as _overrides
 from edgecompress.cli_options import preprocessing_options as _preprocessing_options
+from edgecompress.cli_options import print_for_scripts
 
 
 def _training_options(epochs: int, lr: float, tflite: bool = True):
@@ -119,13 +119,7 @@ def distill(teacher, student, temperature, alpha, no_baseline, data, eval_data, 
 
 
 def _print(report, seconds: float, as_json: bool, quiet: bool, body) -> None:
-    data = report.to_dict()
-    data["seconds_total"] = seconds
-    if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
-        return
-    if quiet:
-        click.echo(str(report.output.path))
+    if print_for_scripts(report, seconds, as_json, quiet):
         return
     details = report.details
     lines = [click.style(f"compress {details['pass']}: {report.source.path} → {report.output.path}", bold=True)]
