@@ -26,18 +26,26 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1000, help="total cases, split evenly over the formats")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds before a case counts as a hang")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=Path("benchmarks/out/fuzz-cases"),
+        help="where cases that crash, hang or show a traceback are saved",
+    )
     args = parser.parse_args()
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgecompress-fuzz-") as tmp:
         workdir = Path(tmp)
         sources = make_sources(workdir)
         per_format = max(1, args.cases // len(sources))
-        results = fuzz(sources, per_format, workdir, seed=args.seed, timeout=args.timeout)
+        results = fuzz(sources, per_format, workdir, seed=args.seed, timeout=args.timeout, keep=args.keep)
     print(f"| format | cases | {' | '.join(OUTCOMES)} |")
     print("|---|---|" + "---|" * len(OUTCOMES))
     for name, counts in results.items():
         print(f"| {name} | {sum(counts.values())} | " + " | ".join(str(counts[o]) for o in OUTCOMES) + " |")
-    print(f"seed {args.seed}, time limit {args.timeout:.0f} s per case, {time.perf_counter() - start:.0f} s in all")
+    print(
+        f"seed {args.seed}, time limit {args.timeout:.0f} s per case, {time.perf_counter() - start:.0f} s in all"
+    )
 
 
 if __name__ == "__main__":

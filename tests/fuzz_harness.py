@@ -64,8 +64,10 @@ def _run_commands(commands: list[list[str]]) -> str:
     worst = "success"
     for args in commands:
         result = CliRunner().invoke(cli, args)
-        if result.exit_code == INTERNAL_ERROR_EXIT or "Traceback" in result.output or (
-            result.exception is not None and not isinstance(result.exception, SystemExit)
+        if (
+            result.exit_code == INTERNAL_ERROR_EXIT
+            or "Traceback" in result.output
+            or (result.exception is not None and not isinstance(result.exception, SystemExit))
         ):
             return "traceback"
         if result.exit_code in CLEAN_EXIT_CODES:
@@ -123,8 +125,19 @@ class Fuzzer:
             self._process.kill()
 
 
-def fuzz(sources: dict[str, Path], cases_per_format: int, workdir: Path, seed: int = 0, timeout: float = 120.0):
-    """Run ``cases_per_format`` mutations of each source; return {format: Counter(outcome)}."""
+def fuzz(
+    sources: dict[str, Path],
+    cases_per_format: int,
+    workdir: Path,
+    seed: int = 0,
+    timeout: float = 120.0,
+    keep: Path | None = None,
+):
+    """Run ``cases_per_format`` mutations of each source; return {format: Counter(outcome)}.
+
+    With ``keep``, every case that did not end in success or a clean error is copied there (named by
+    format, case number and mutation), so a hang or crash can be replayed by hand.
+    """
     rng = random.Random(seed)
     fuzzer = Fuzzer(timeout=timeout)
     results: dict[str, Counter] = {}
@@ -133,12 +146,18 @@ def fuzz(sources: dict[str, Path], cases_per_format: int, workdir: Path, seed: i
             counts: Counter = Counter()
             original = source.read_bytes()
             for i in range(cases_per_format):
-                mutated, _ = mutate(original, rng)
+                mutated, kind = mutate(original, rng)
                 case = workdir / f"case_{name}_{i}{source.suffix}"
                 case.write_bytes(mutated)
                 out_dir = workdir / f"out_{name}_{i}"
                 out_dir.mkdir()
-                counts[fuzzer.run(commands_for(case, out_dir))] += 1
+                outcome = fuzzer.run(commands_for(case, out_dir))
+                counts[outcome] += 1
+                if keep is not None and outcome not in ("success", "clean error"):
+                    keep.mkdir(parents=True, exist_ok=True)
+                    saved = keep / f"{name}_{i}_{kind}_{outcome}{source.suffix}"
+                    saved.write_bytes(mutated)
+                    print(f"kept {outcome} case: {saved}", flush=True)
                 case.unlink()
             results[name] = counts
     finally:
@@ -164,6 +183,8 @@ def make_sources(workdir: Path) -> dict[str, Path]:
     metadata = Metadata(task="classification", inputs=(InputSpec((16, 16, 3)),))
     h5 = save_model(model, workdir / "source.h5", metadata)
     keras_v3 = save_model(model, workdir / "source.keras", metadata)
-    tflite = api.quantize(h5, workdir / "source.tflite", mode="int8", calib="digits", calib_samples=20).output.path
+    tflite = api.quantize(
+        h5, workdir / "source.tflite", mode="int8", calib="digits", calib_samples=20
+    ).output.path
     onnx = api.export(h5, workdir / "source.onnx", format="onnx").output.path
     return {"h5": h5, "keras": keras_v3, "tflite": tflite, "onnx": onnx}

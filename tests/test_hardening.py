@@ -139,3 +139,30 @@ def test_hdf5_is_read_in_a_child_first(tmp_path, tiny_classifier):
     with pytest.raises(ModelLoadError, match="hung for more than"):
         probe_module.probe("hdf5", copy, timeout=0.01)
     assert load_keras(copy).input_shape == (32, 32, 3)  # a healthy file passes the probe and loads
+
+
+def test_a_script_without_a_main_guard_can_load_models(tiny_classifier, tiny_int8, tmp_path):
+    """The probe children must not re-run the caller's script (multiprocessing's spawn does)."""
+    h5, tflite = tmp_path / "m.h5", tmp_path / "m.tflite"
+    h5.write_bytes(tiny_classifier.read_bytes())  # new inodes: both are probed in a child
+    tflite.write_bytes(tiny_int8.read_bytes())
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from edgecompress import api\n"
+        f"report = api.quantize({str(h5)!r}, {str(tmp_path / 'q.tflite')!r}, mode='dynamic')\n"
+        "print('keras', report.output.format.value)\n"
+        f"print('tflite', api.bench([{str(tflite)!r}], runtimes=['litert'], runs=2, warmup=0)[0].runtime)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["keras tflite", "tflite litert"]
+
+
+def test_child_runner_reports_a_crash_and_an_error():
+    from edgecompress._child import run_in_child
+
+    crashed = run_in_child("os:abort", [], timeout=60)
+    assert crashed.exitcode is not None and crashed.exitcode < 0 and not crashed.ok
+    failed = run_in_child("json:loads", ["not json"], timeout=60)
+    assert failed.error and failed.error.startswith("Expecting value")
+    assert run_in_child("json:loads", ["[1, 2]"], timeout=60).value == [1, 2]

@@ -68,14 +68,11 @@ def peak_memory(runtime: str, path: Path, threads: int | None, trust_model: bool
     mark there says little. The child imports the runtime first and subtracts that baseline.
     Returns None where it cannot be measured (not Linux, or the child failed).
     """
-    import multiprocessing
+    from edgecompress._child import run_in_child
 
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        try:
-            return pool.apply_async(_memory_child, (runtime, str(path), threads, trust_model)).get(timeout)
-        except Exception:  # noqa: BLE001 - a failed measurement is reported as missing, not guessed
-            return None
+    result = run_in_child("edgecompress.reports.bench:_memory_child", [runtime, str(path), threads, trust_model], timeout)
+    # A failed measurement is reported as missing, not guessed.
+    return result.value if result.ok else None
 
 
 def _memory_child(runtime: str, path: str, threads: int | None, trust_model: bool) -> int | None:
@@ -83,7 +80,7 @@ def _memory_child(runtime: str, path: str, threads: int | None, trust_model: boo
     from edgecompress.runtimes import get_runtime
     from edgecompress.runtimes.probe import trust
 
-    trust(Path(path))  # the parent probed it before timing it; a pool worker may not spawn a probe
+    trust(Path(path))  # the parent probed it before timing it
     backend = get_runtime(runtime)
     backend.version()  # imports the runtime's modules before the baseline is taken
     baseline = _status_kib("VmRSS")

@@ -8,11 +8,11 @@ process. Files this process wrote itself (converter outputs) and files already p
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 from pathlib import Path
 
+from edgecompress._child import run_in_child
 from edgecompress.errors import ModelLoadError
 
 PROBE_SECONDS = float(os.environ.get("EDGECOMPRESS_PROBE_SECONDS", "20"))
@@ -38,37 +38,26 @@ def probe(runtime: str, path: Path, timeout: float = PROBE_SECONDS) -> None:
     path = Path(path)
     if _key(path) in _TRUSTED:
         return
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child, args=(runtime, str(path), sender), daemon=True)
-    child.start()
-    sender.close()
-    try:
-        if not receiver.poll(timeout) and child.is_alive():
-            child.kill()
-            child.join()
-            raise ModelLoadError(
-                f"model file is damaged: {path}: reading it with {runtime} hung for more than {timeout:.0f} s",
-                "re-export or re-download it",
-            )
-        try:
-            error = receiver.recv()
-        except EOFError:
-            child.join()
-            raise ModelLoadError(
-                f"model file is damaged: {path}: reading it with {runtime} crashed ({_describe(child.exitcode)})",
-                "re-export or re-download it",
-            ) from None
-    finally:
-        receiver.close()
-    child.join(5)
-    if error:
-        raise ModelLoadError(f"model file is damaged or not runnable: {path}: {error}", "re-export or re-download it")
+    result = run_in_child("edgecompress.runtimes.probe:open_and_run", [runtime, str(path)], timeout)
+    if result.timed_out:
+        raise ModelLoadError(
+            f"model file is damaged: {path}: reading it with {runtime} hung for more than {timeout:.0f} s",
+            "re-export or re-download it",
+        )
+    if result.exitcode is not None:
+        raise ModelLoadError(
+            f"model file is damaged: {path}: reading it with {runtime} crashed ({_describe(result.exitcode)})",
+            "re-export or re-download it",
+        )
+    if result.error:
+        raise ModelLoadError(
+            f"model file is damaged or not runnable: {path}: {result.error}", "re-export or re-download it"
+        )
     trust(path)
 
 
-def _describe(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
+def _describe(exitcode: int) -> str:
+    if exitcode < 0:
         try:
             return signal.Signals(-exitcode).name
         except ValueError:
@@ -76,31 +65,24 @@ def _describe(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
-def _child(runtime: str, path: str, sender) -> None:
-    """Open the model with the runtime's own code, run it once on zeros, report an error or None."""
+def open_and_run(runtime: str, path: str) -> None:
+    """The probe child: open the model with the runtime's own code and run it once on zeros."""
+    if runtime == "hdf5":
+        _read_every_hdf5_object(path)
+        return
     import numpy as np
 
-    try:
-        if runtime == "hdf5":
-            _read_every_hdf5_object(path)
-            sender.send(None)
-            return
-        from edgecompress.artifacts import Artifact
-        from edgecompress.runtimes import get_runtime
+    from edgecompress.artifacts import Artifact
+    from edgecompress.runtimes import get_runtime
 
-        trust(Path(path))  # this child is the probe: open in-process here
-        if runtime == "onnxruntime":
-            import onnx
+    trust(Path(path))  # this child is the probe: open in-process here
+    if runtime == "onnxruntime":
+        import onnx
 
-            onnx.checker.check_model(path)
-        with get_runtime(runtime).open(Artifact.open(path), "cpu", 1) as session:
-            shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
-            session.run_raw(session.prepare_raw(np.zeros((1, *shape), dtype=np.float32)))
-        sender.send(None)
-    except Exception as exc:  # noqa: BLE001 - any failure is reported to the parent as one line
-        sender.send((str(exc).strip().splitlines() or [type(exc).__name__])[0][:200])
-    finally:
-        sender.close()
+        onnx.checker.check_model(path)
+    with get_runtime(runtime).open(Artifact.open(path), "cpu", 1) as session:
+        shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+        session.run_raw(session.prepare_raw(np.zeros((1, *shape), dtype=np.float32)))
 
 
 def _read_every_hdf5_object(path: str) -> None:
