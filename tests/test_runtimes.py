@@ -130,3 +130,32 @@ def test_missing_tf2onnx_names_the_extra(monkeypatch, out, tiny_classifier):
     with pytest.raises(MissingDependencyError, match=r'pip install "edgecompress\[onnx\]"'):
         api.export(tiny_classifier, out / "x.onnx", format="onnx")
     assert not (out / "x.onnx").exists()
+
+
+def test_onnxruntime_pad_fusion_is_kept_off_where_it_changes_results(tmp_path, caplog):
+    """ORT's Pad_Fusion folds a zero Pad into MaxPool (which pads with -inf): wrong for negative inputs.
+
+    ResNet v2's stem (convolution → ZeroPadding2D → MaxPool2D) has that graph; here every
+    convolution output is negative, so each border window's true maximum is the padded 0.
+    """
+    from edgecompress._env import import_tf_keras
+    from edgecompress.artifacts import InputSpec, Metadata
+    from edgecompress.models.train import save_model
+    from edgecompress.runtimes.onnxrt import optimizers_to_disable
+
+    tf_keras = import_tf_keras()
+    inputs = tf_keras.Input((8, 8, 3))
+    x = tf_keras.layers.Conv2D(4, 1, kernel_initializer="zeros", bias_initializer=tf_keras.initializers.Constant(-1.0))(
+        inputs
+    )
+    x = tf_keras.layers.ZeroPadding2D(1)(x)
+    x = tf_keras.layers.MaxPooling2D(3, strides=2)(x)
+    model = tf_keras.Model(inputs, tf_keras.layers.Flatten()(x))
+    source = save_model(model, tmp_path / "pad_pool.h5", Metadata(inputs=(InputSpec((8, 8, 3)),)))
+    exported = api.export(source, tmp_path / "pad_pool.onnx", format="onnx").output  # its check runs ORT
+    assert optimizers_to_disable(exported.path) == ["Pad_Fusion"]
+    x = np.random.default_rng(0).uniform(0, 1, (2, 8, 8, 3)).astype(np.float32)
+    with open_session(exported) as session:
+        got = session.run(x)[0].reshape(2, 4, 4, 4)
+    assert (got[:, 0, :, :] == 0).all() and (got[:, 1:, 1:, :] == -1).all()
+    assert "disabled_optimizers=['Pad_Fusion']" in caplog.text

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 
 from edgecompress.artifacts import Artifact, ModelFormat
 from edgecompress.errors import ModelLoadError, require
 from edgecompress.runtimes.base import Runtime, Session, TensorSpec
 from edgecompress.runtimes.probe import probe
+
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -21,6 +27,32 @@ _ORT_TYPES = {
 def _spec(arg) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
     return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))
+
+
+def optimizers_to_disable(path: Path) -> list[str]:
+    """ONNX Runtime graph rewrites that would change this model's results.
+
+    ``Pad_Fusion`` folds a constant-zero ``Pad`` into the ``MaxPool`` after it, but MaxPool pads with
+    -inf: wherever a border window holds only negative values the fused graph returns them instead
+    of 0. Keras' ZeroPadding2D → MaxPool2D after a convolution (ResNet v2's stem) is exactly that
+    graph; on our ResNet-50 v2 it moved the class scores by up to 0.08.
+    """
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    zeros = {t.name for t in graph.initializer if not onnx.numpy_helper.to_array(t).any()}
+    consumers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    for node in graph.node:
+        if node.op_type != "Pad":
+            continue
+        mode = next((a.s.decode() for a in node.attribute if a.name == "mode"), "constant")
+        value = node.input[2] if len(node.input) > 2 else ""
+        if mode == "constant" and (not value or value in zeros) and "MaxPool" in consumers.get(node.output[0], []):
+            return ["Pad_Fusion"]
+    return []
 
 
 class OnnxSession(Session):
@@ -77,6 +109,7 @@ class OnnxRuntime(Runtime):
 
     def _open(self, artifact: Artifact, device: str, threads: int | None, trust_model: bool) -> Session:
         ort = require("onnxruntime", "onnx", "running ONNX models")
+        ort.set_default_logger_severity(3)  # its C++ warnings would go straight to the user's terminal
         probe(self.name, artifact.path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -85,8 +118,18 @@ class OnnxRuntime(Runtime):
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "gpu" else ["CPUExecutionProvider"]
+        disabled = optimizers_to_disable(artifact.path)
+        if disabled and artifact.path.name not in _WARNED:
+            _WARNED.add(artifact.path.name)
+            log.warning(
+                "%s: ONNX Runtime's %s optimization would change this model's outputs (a zero Pad before "
+                "MaxPool); it is turned off here. In your own code pass disabled_optimizers=%s to InferenceSession.",
+                artifact.path.name, ", ".join(disabled), disabled,
+            )  # fmt: skip
         try:
-            session = ort.InferenceSession(str(artifact.path), sess_options=options, providers=providers)
+            session = ort.InferenceSession(
+                str(artifact.path), sess_options=options, providers=providers, disabled_optimizers=disabled
+            )
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files
             raise ModelLoadError(
                 f"model file is damaged or not runnable: {artifact.path}: {str(exc).splitlines()[0][:200]}",
