@@ -27,7 +27,7 @@ configure_environment()
 
 #: per entry: zoo parameters, epochs and peak learning rate for the small benchmark configuration
 BENCH = {
-    "mobilenet_v1": ({"input_size": 48, "alpha": 0.5, "classes": 10}, 15, 2e-3),
+    "mobilenet_v1": ({"input_size": 48, "alpha": 0.5, "classes": 10}, 30, 2e-3),
     "mobilenet_v2": ({"input_size": 48, "alpha": 0.5, "classes": 10}, 15, 2e-3),
     "mobilenet_v3_small": ({"input_size": 48, "alpha": 0.75, "classes": 10}, 15, 2e-3),
     "mobilenet_v3_large": ({"input_size": 48, "alpha": 0.75, "classes": 10}, 15, 2e-3),

@@ -435,6 +435,7 @@ def prune(
     structure: str = "unstructured",
     schedule: str = "constant",
     criterion: str = "l1",
+    distill: bool = False,
     epochs: int = 2,
     batch_size: int = 32,
     lr: float = 1e-4,
@@ -450,7 +451,7 @@ def prune(
     from edgecompress.compress.finetune import FineTune
     from edgecompress.compress.prune import PruneConfig, PrunePass
 
-    config = PruneConfig(sparsity, structure, schedule, criterion, FineTune(epochs, batch_size, lr))
+    config = PruneConfig(sparsity, structure, schedule, criterion, FineTune(epochs, batch_size, lr), distill)
     return _run_training_pass(
         PrunePass(config, measure=measure), load(model), output, data, eval, val_split, preprocessing, trust_model,
         force, progress,

@@ -51,8 +51,10 @@ def _default_output(model: Path, tag: str) -> Path:
               help="Unstructured: prune at once, or ramp up over the first 70 % of the steps.")
 @click.option("--criterion", type=click.Choice(["l1", "bn"]), default="l1", show_default=True,
               help="Channels: rank filters by kernel L1 norm or by BatchNorm |gamma|.")
+@click.option("--distill/--no-distill", default=False, show_default=True,
+              help="Channels: fine-tune with the unpruned model as teacher (knowledge distillation).")
 @_training_options(epochs=2, lr=1e-4)
-def prune(model, sparsity, structure, schedule, criterion, data, eval_data, val_split, epochs, batch_size, lr, output,
+def prune(model, sparsity, structure, schedule, criterion, distill, data, eval_data, val_split, epochs, batch_size, lr, output,
           no_tflite, scale, offset, mean, std, color, trust_model, force, as_json, quiet):  # fmt: skip
     """Prune MODEL (unstructured or 2:4 with TFMOT, or whole channels) and fine-tune it on --data."""
     from edgecompress import api
@@ -61,7 +63,7 @@ def prune(model, sparsity, structure, schedule, criterion, data, eval_data, val_
     started = time.perf_counter()
     report = api.prune(
         model, output, data, sparsity=sparsity, structure=structure, schedule=schedule, criterion=criterion,
-        epochs=epochs, batch_size=batch_size, lr=lr, eval=eval_data, val_split=val_split,
+        distill=distill, epochs=epochs, batch_size=batch_size, lr=lr, eval=eval_data, val_split=val_split,
         preprocessing=_overrides(scale, offset, mean, std, color), measure=not no_tflite, trust_model=trust_model,
         force=force, progress=not (quiet or as_json),
     )  # fmt: skip
@@ -164,7 +166,8 @@ def _prune_lines(details: dict) -> list[str]:
     if details["structure"] == "channels":
         before, after = details["params_before"], details["params_after"]
         lines = [
-            f"  channels      {details['sparsity']:.0%} of each prunable group ({details['criterion']} ranking): "
+            f"  channels      {details['sparsity']:.0%} of each prunable group ({details['criterion']} ranking"
+            f"{', distilled from the source' if details.get('distill') else ''}): "
             f"{details['prunable_channels_before']} → {details['prunable_channels_after']} channels in "
             f"{details['groups_pruned']} groups; {details['groups_kept_whole']} kept whole",
             f"  parameters    {before:,} → {after:,} ({1 - after / before:.1%} fewer)",

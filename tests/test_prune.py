@@ -103,6 +103,12 @@ def test_prune_config_is_validated():
         PruneConfig(structure="blocks")
     config = PruneConfig(sparsity=0.3, structure="channels", criterion="bn", finetune={"epochs": 0})
     assert PruneConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(UsageError, match="--distill"):
+        PruneConfig(structure="unstructured", distill=True)
+    with pytest.raises(UsageError, match="--distill"):
+        PruneConfig(structure="channels", distill=True, finetune={"epochs": 0})
+    distilled = PruneConfig(structure="channels", distill=True)
+    assert PruneConfig.from_dict(distilled.to_dict()) == distilled
 
 
 # --------------------------------------------------------------------------- channel pruning: graph surgery
@@ -254,6 +260,17 @@ def test_prune_cli_channels_json(tiny_classifier, digits_npz, out):
     assert data["params_after"] < data["params_before"] and target.exists()
     again = CliRunner().invoke(cli, ["prune", str(tiny_classifier), "--data", "digits", "-o", str(target)])
     assert again.exit_code == 2 and "already exists" in again.output
+
+    distilled = out / "cli-distilled.h5"
+    result = CliRunner().invoke(cli, ["prune", str(tiny_classifier), "--data", str(digits_npz), "--structure",
+                                      "channels", "--sparsity", "0.3", "--epochs", "1", "--distill", "-o",
+                                      str(distilled), "--no-tflite", "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert Artifact.open(distilled).metadata.lineage[-1].params["distill"] is True
+    # the same surgery, then fine-tuned: its weights moved away from the untrained pruned model's
+    untrained, trained = load_keras(target).model.get_weights(), load_keras(distilled).model.get_weights()
+    assert [w.shape for w in untrained] == [w.shape for w in trained]
+    assert any(not np.allclose(a, b) for a, b in zip(untrained, trained, strict=True))
 
 
 # --------------------------------------------------------------------------- clustering

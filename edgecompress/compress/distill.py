@@ -229,7 +229,7 @@ def build_student(spec: str, teacher, task: str, trust_model: bool) -> tuple[Any
     return model, metadata, f"{name}({', '.join(f'{k}={v}' for k, v in params.items())})"
 
 
-def _outputs(model, x: np.ndarray, batch: int = 128) -> list[np.ndarray]:
+def teacher_outputs(model, x: np.ndarray, batch: int = 128) -> list[np.ndarray]:
     parts = []
     for i in range(0, len(x), batch):
         out = model(x[i : i + batch], training=False)
@@ -266,7 +266,7 @@ class DistillPass(Pass):
         student_train = ModelInputs.build(train.data, shape, preprocessing)
         student_eval = ModelInputs.build(context.validation.data, shape, preprocessing) if context.validation else None
 
-        teacher_out = _outputs(teacher, train.array())
+        teacher_out = teacher_outputs(teacher, train.array())
         student_shapes = [tuple(o.shape[1:]) for o in student.outputs]
         if [t.shape[1:] for t in teacher_out] != student_shapes:
             raise UnsupportedError(
