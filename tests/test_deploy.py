@@ -1,8 +1,11 @@
 """Deploy bundles: build, pre-deploy checks, and `compress deploy --check` in a TensorFlow-free venv.
 
-Three tiny tf_keras models (classifier, U-Net-like segmenter, two-output keypoint model) at 32 px,
-each exported to int8 and float TFLite through the public API. The check venv is created once per
-machine (cached by the requirements' hash), so only the first run pays for `pip install`.
+Three zoo models at their small configurations, each trained briefly on its embedded data through
+`compress zoo train`'s function: a ResNet-18 classifier (digits, 32 px), a U-Net (synthetic shapes,
+32 px) and the BlazePose landmark model (synthetic poses, 64 px; outputs 33 × (x, y, z, visibility)
+landmarks and a heatmap). Each is exported to int8 and float TFLite through the public API. The
+check venv is created once per machine (cached by the requirements' hash), so only the first run
+pays for `pip install`.
 """
 
 from __future__ import annotations
@@ -19,54 +22,25 @@ from click.testing import CliRunner
 
 from edgecompress import api
 from edgecompress._env import import_tf_keras
-from edgecompress.artifacts import Metadata, write_metadata
-from edgecompress.calibration.data import ImageSet
+from edgecompress.artifacts import Artifact, Metadata, write_metadata
+from edgecompress.calibration.data import ImageSet, load_images
 from edgecompress.calibration.preprocessing import Preprocessing
+from edgecompress.calibration.synthetic import SHAPE_CLASSES
 from edgecompress.cli import cli
 from edgecompress.compress.tflite_graph import OpInfo
 from edgecompress.deploy import build_bundle, check_bundle, get_target
 from edgecompress.deploy.checks import ModelFacts, run_checks
 from edgecompress.deploy.venv import FORBIDDEN_MODULES, clean_env, python_of
 from edgecompress.errors import UsageError, ValidationError
+from edgecompress.models.blazepose import BLAZEPOSE_KEYPOINTS
+from edgecompress.models.zoo import ZOO
+from edgecompress.runtimes import open_session
 
 SIZE = 32
-KEYPOINTS = ("nose", "left_eye", "right_eye", "left_hand", "right_hand")
 PREPROCESSING = Preprocessing(scale=1 / 127.5, offset=-1.0)
-
-
-def _classifier(keras):
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
-    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x))
-
-
-def _segmenter(keras):
-    inputs = keras.Input((SIZE, SIZE, 3))
-    skip = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-    x = keras.layers.MaxPooling2D()(skip)
-    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(x)
-    x = keras.layers.UpSampling2D()(x)
-    x = keras.layers.Concatenate()([x, skip])
-    return keras.Model(inputs, keras.layers.Conv2D(3, 1, activation="softmax")(x))
-
-
-def _keypointer(keras):
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
-    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    coords = keras.layers.Reshape((len(KEYPOINTS), 2), name="coords")(keras.layers.Dense(2 * len(KEYPOINTS))(x))
-    visibility = keras.layers.Dense(len(KEYPOINTS), activation="sigmoid", name="visibility")(x)
-    return keras.Model(inputs, [coords, visibility])
-
-
-BUILDERS = {
-    "classification": (_classifier, ("cat", "dog", "bird", "fish", "frog")),
-    "segmentation": (_segmenter, ("background", "road", "car")),
-    "keypoints": (_keypointer, KEYPOINTS),
-}
+#: task → (zoo entry, epochs of training on its embedded data)
+ZOO_MODELS = {"classification": ("resnet18", 2), "segmentation": ("unet", 2), "keypoints": ("blazepose_landmark", 1)}
+CALIBRATION_SAMPLES = 32
 
 
 @pytest.fixture(scope="session")
@@ -75,22 +49,26 @@ def workdir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def calibration() -> ImageSet:
-    pixels = np.random.default_rng(0).integers(0, 256, size=(24, SIZE, SIZE, 3), dtype=np.uint8)
-    return ImageSet(pixels, None, "random test pixels")
+def keras_models(workdir) -> dict[str, Path]:
+    from edgecompress.models.train import train_zoo
+
+    paths = {}
+    for task, (name, epochs) in ZOO_MODELS.items():
+        report = train_zoo(name, workdir / f"{task}.h5", epochs=epochs, params=ZOO.get(name).small, progress=False)
+        assert report.task == task
+        paths[task] = report.output
+    return paths
 
 
 @pytest.fixture(scope="session")
-def keras_models(workdir) -> dict[str, Path]:
-    keras = import_tf_keras()
-    keras.utils.set_random_seed(0)
-    paths = {}
-    for task, (builder, labels) in BUILDERS.items():
-        path = workdir / f"{task}.h5"
-        builder(keras).save(path)
-        write_metadata(path, Metadata(task=task, preprocessing=PREPROCESSING, labels=labels))
-        paths[task] = path
-    return paths
+def calibration(keras_models) -> dict[str, ImageSet]:
+    """Calibration images from each model's own embedded data, at its input size."""
+    sets = {}
+    for task, path in keras_models.items():
+        height, width, _ = Artifact.open(path).metadata.inputs[0].shape
+        entry = ZOO.get(ZOO_MODELS[task][0])
+        sets[task] = load_images(entry.embedded_data, "train", (height, width)).take(CALIBRATION_SAMPLES)
+    return sets
 
 
 @pytest.fixture(scope="session")
@@ -98,14 +76,14 @@ def tflite_models(keras_models, calibration, workdir) -> dict[tuple[str, str], P
     models = {}
     for task, source in keras_models.items():
         int8 = workdir / f"{task}.int8.tflite"
-        api.quantize(source, int8, mode="int8", calib=calibration)
+        api.quantize(source, int8, mode="int8", calib=calibration[task])
         flt = workdir / f"{task}.float.tflite"
         api.export(source, flt)
         models[(task, "int8")], models[(task, "float")] = int8, flt
     return models
 
 
-CASES = [(task, mode) for task in BUILDERS for mode in ("int8", "float")]
+CASES = [(task, mode) for task in ZOO_MODELS for mode in ("int8", "float")]
 TARGET_OF = {"classification": "rpi", "segmentation": "linux", "keypoints": "android"}
 
 
@@ -154,6 +132,21 @@ def test_check_matches_toolkit_litert(checks, task, mode):
     assert report["bench"]["runs"] == 20
 
 
+@pytest.mark.parametrize("task", list(ZOO_MODELS))
+def test_outputs_are_informative_so_exact_agreement_means_something(bundles, task):
+    """The trained zoo models' int8 outputs vary with the input and over many levels: identical
+    bundle and toolkit outputs are not two copies of a constant."""
+    from edgecompress.deploy.verify import reference_outputs
+
+    bundle = bundles[(task, "int8")]
+    meta = json.loads((bundle / "model.tflite.json").read_text())
+    _, height, width, channels = meta["deploy"]["input"]["shape"]
+    raw = np.random.default_rng(1).integers(0, 256, size=(4, height + 7, width + 5, channels), dtype=np.uint8)
+    for output in reference_outputs(bundle, meta, raw, threads=2):
+        assert len(np.unique(output)) >= 16, f"{task}: output {output.shape} takes only {len(np.unique(output))} values"
+        assert not np.array_equal(output[0], output[1]), f"{task}: the output does not depend on the input"
+
+
 def test_check_environment_has_no_tensorflow(checks):
     venvs = {report["venv"] for report in checks.values()}
     assert len(venvs) == 1, "bundles with the same requirements must share one cached venv"
@@ -179,6 +172,19 @@ def test_check_catches_a_bundle_that_disagrees(bundles, workdir):
         check_bundle(broken, runs=5)
 
 
+def test_check_catches_keypoints_read_from_the_heatmap(bundles, workdir):
+    """Raw outputs identical, but run.py's JSON decodes the wrong head: the keypoint agreement fails."""
+    import shutil
+
+    broken = workdir / "broken-keypoints"
+    shutil.copytree(bundles[("keypoints", "int8")], broken)
+    source = (broken / "run.py").read_text()
+    assert "return (regression or heatmaps or [0])[0]" in source
+    (broken / "run.py").write_text(source.replace("(regression or heatmaps or [0])", "(heatmaps or regression or [0])"))
+    with pytest.raises(ValidationError, match="keypoints result agrees with the toolkit's on only"):
+        check_bundle(broken, runs=5)
+
+
 def test_bundle_contents_and_metadata(bundles, tflite_models):
     path = bundles[("keypoints", "int8")]
     names = {p.name for p in path.iterdir()}
@@ -186,9 +192,11 @@ def test_bundle_contents_and_metadata(bundles, tflite_models):
             "requirements.txt", "README.md", "sample.npy"} <= names
     assert (path / "model.tflite").read_bytes() == tflite_models[("keypoints", "int8")].read_bytes()
     meta = json.loads((path / "model.tflite.json").read_text())
-    assert meta["task"] == "keypoints" and tuple(meta["labels"]) == KEYPOINTS
+    assert meta["task"] == "keypoints" and tuple(meta["labels"]) == BLAZEPOSE_KEYPOINTS
+    assert meta["extra"]["zoo"] == "blazepose_landmark" and meta["extra"]["output_names"] == ["landmarks", "heatmap"]
     assert meta["preprocessing"]["scale"] == pytest.approx(1 / 127.5)
-    assert [o["shape"][1:] for o in meta["deploy"]["outputs"]] == [[len(KEYPOINTS), 2], [len(KEYPOINTS)]]
+    # Keras order (landmarks, then heatmap), although LiteRT's own order sorts them the other way.
+    assert [o["shape"][1:] for o in meta["deploy"]["outputs"]] == [[33, 4], [16, 16, 33]]
     assert all(o["dtype"] == "float32" for o in meta["deploy"]["outputs"])
     assert meta["deploy"]["integer"] is True
     readme = (path / "README.md").read_text()
@@ -224,6 +232,15 @@ def test_run_py_reads_png_like_npy(bundles, workdir):
     assert run("photo.png") == run("photo.npy")
 
 
+def _toolkit_outputs(bundle: Path, pixels: np.ndarray) -> list[np.ndarray]:
+    """The toolkit's own preprocessing and LiteRT session on one image, batch axis dropped."""
+    meta = json.loads((bundle / "model.tflite.json").read_text())
+    _, height, width, channels = meta["deploy"]["input"]["shape"]
+    x = Preprocessing.from_dict(meta["preprocessing"]).apply(pixels[None], height, width, channels)
+    with open_session(Artifact.open(bundle / "model.tflite"), runtime="litert") as session:
+        return [o[0] for o in session.run(x)]
+
+
 def test_segmentation_and_keypoint_outputs_written(bundles, workdir):
     out = workdir / "task-out"
     for task in ("segmentation", "keypoints"):
@@ -231,10 +248,52 @@ def test_segmentation_and_keypoint_outputs_written(bundles, workdir):
         subprocess.run([sys.executable, str(bundle / "run.py"), str(bundle / "sample.npy"), "--out", str(out)],
                        capture_output=True, text=True, env=clean_env(), check=True)
     mask = np.load(out / "sample.mask.npy")
-    assert mask.shape == (SIZE, SIZE) and mask.max() < 3
+    (logits,) = _toolkit_outputs(bundles[("segmentation", "int8")], np.load(bundles[("segmentation", "int8")] / "sample.npy"))
+    assert mask.shape == (SIZE, SIZE) and mask.max() < len(SHAPE_CLASSES)
+    np.testing.assert_array_equal(mask, np.argmax(logits, axis=-1))
+
+    bundle = bundles[("keypoints", "int8")]
+    landmarks, heatmap = _toolkit_outputs(bundle, np.load(bundle / "sample.npy"))
     document = json.loads((out / "sample.keypoints.json").read_text())
-    assert [p["name"] for p in document["keypoints"]] == list(KEYPOINTS)
-    assert len(document["outputs"]) == 2
+    points = document["keypoints"]
+    assert [p["name"] for p in points] == list(BLAZEPOSE_KEYPOINTS)
+    assert all(set(p) == {"name", "x", "y", "z", "visibility"} for p in points)
+    coords = np.array([[p["x"], p["y"], p["z"]] for p in points])
+    np.testing.assert_array_equal(coords, landmarks[:, :3])  # the regression head, not the heatmap
+    visibility = np.array([p["visibility"] for p in points])
+    np.testing.assert_allclose(visibility, 1 / (1 + np.exp(-landmarks[:, 3].astype(np.float64))), rtol=1e-12)
+    assert np.all((visibility > 0) & (visibility < 1))
+    assert list(document["outputs"]) == ["landmarks", "heatmap"]  # the model's own names, in Keras order
+    np.testing.assert_array_equal(np.array(document["outputs"]["landmarks"], dtype=np.float32), landmarks)
+    np.testing.assert_array_equal(np.array(document["outputs"]["heatmap"], dtype=np.float32), heatmap)
+
+
+def test_keypoint_decoding_reads_the_regression_in_either_order(bundles):
+    """run.py picks the (K, 4) landmarks over the heatmap wherever they sit, and decodes a lone heatmap by its peaks."""
+    import importlib.util
+
+    bundle = bundles[("keypoints", "int8")]
+    sys.path.insert(0, str(bundle))
+    try:
+        spec = importlib.util.spec_from_file_location("bundle_run", bundle / "run.py")
+        run = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(run)
+    finally:
+        sys.path.remove(str(bundle))
+        for name in ("litert_model", "preprocessing"):  # the bundle's top-level modules, not ours to keep
+            sys.modules.pop(name, None)
+    rng = np.random.default_rng(5)
+    landmarks = rng.normal(size=(33, 4)).astype(np.float32)
+    heatmap = rng.normal(size=(16, 16, 33)).astype(np.float32)
+    names = list(BLAZEPOSE_KEYPOINTS)
+    first = run.decode_keypoints([landmarks, heatmap], names)
+    assert first == run.decode_keypoints([heatmap, landmarks], names)
+    assert [p["x"] for p in first] == landmarks[:, 0].tolist() and [p["z"] for p in first] == landmarks[:, 2].tolist()
+    peaks = run.decode_keypoints([heatmap], names)
+    cell = np.argmax(heatmap.reshape(-1, 33), axis=0)
+    assert [p["x"] for p in peaks] == ((cell % 16 + 0.5) / 16).tolist()
+    assert [p["y"] for p in peaks] == ((cell // 16 + 0.5) / 16).tolist()
+    assert set(peaks[0]) == {"name", "x", "y", "score"}
 
 
 def test_archive_holds_the_bundle(tflite_models, workdir):
@@ -301,7 +360,7 @@ def test_warnings_for_float_uint8_and_oversized_models(tflite_models, keras_mode
     assert "float-model" not in {f.code for f in linux_report.findings}
 
     uint8 = workdir / "classification.uint8.tflite"
-    api.quantize(keras_models["classification"], uint8, mode="int8", io="uint8", calib=calibration)
+    api.quantize(keras_models["classification"], uint8, mode="int8", io="uint8", calib=calibration["classification"])
     uint8_report = build_bundle(uint8, "rpi", workdir / "w-uint8")
     assert "uint8-io" in {f.code for f in uint8_report.findings}
     assert "uint8-io" not in {f.code for f in build_bundle(uint8, "linux", workdir / "w-uint8-linux").findings}

@@ -111,6 +111,8 @@ def _inputs_section() -> str:
         "- PNG/JPEG needs Pillow, which is deliberately not in requirements.txt (it is the one extra native "
         "package): `pip install pillow`, or on Raspberry Pi OS `sudo apt install python3-pil`.\n"
         "- classification prints the top-k classes (`--top-k`); segmentation writes `<input>.mask.npy` (and a PNG "
-        "when Pillow is installed) into `--out`; keypoints writes `<input>.keypoints.json`. `--json` prints one JSON "
+        "when Pillow is installed) into `--out`; keypoints writes `<input>.keypoints.json`: one entry per named "
+        "keypoint with x, y in [0, 1] of the image (x right, y down), plus z and visibility (a probability) when the "
+        "model regresses them, and every raw output under its name. `--json` prints one JSON "
         "document, `--save out.npz` keeps every raw output.\n"
     )

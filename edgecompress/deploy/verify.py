@@ -156,7 +156,7 @@ def _run_script(venv: Path, script: Path, cwd: Path, *args: str) -> dict:
 def _task_agreement(
     metadata: dict, results: list[dict], expected: list[np.ndarray], work: Path, k: int
 ) -> float | None:
-    """How often the bundle's task output (top-k, mask) equals the one computed from the reference outputs."""
+    """How often the bundle's task output (top-k, mask, keypoint x, y) equals the one computed from the reference outputs."""
     task = metadata.get("task")
     if task == "classification":
         ref = [list(np.argsort(-row.reshape(-1), kind="stable")[:k]) for row in expected[0]]
@@ -168,9 +168,16 @@ def _task_agreement(
         masks = np.stack([np.load(work / r["mask"][0]) for r in results])
         return float(np.mean(masks == ref))
     if task == "keypoints":
+        # The written JSON, decoded on the device, against the toolkit's own decoding (regression
+        # head first, else the heatmap peak): catches a template that reads the wrong output.
+        from edgecompress.models.tasks import decode_keypoints
+
         documents = [json.loads((work / r["file"]).read_text()) for r in results]
-        got = np.stack([np.asarray(next(iter(d["outputs"].values())), dtype=np.float32) for d in documents])
-        return float(np.mean(got == expected[0]))
+        got = np.array([[[p["x"], p["y"]] for p in d["keypoints"]] for d in documents], dtype=np.float64)
+        ref = decode_keypoints(expected).astype(np.float64)
+        if got.shape != ref.shape:
+            return 0.0
+        return float(np.mean(np.all(got == ref, axis=-1)))
     return None
 
 

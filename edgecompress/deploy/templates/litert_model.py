@@ -97,6 +97,17 @@ def _ordered(details: list[dict], names: list[str]) -> list[dict]:
     return list(details)
 
 
+def _signature_names(interpreter, indices: list[int]) -> list[str] | None:
+    """The model's own output names (``landmarks``, ``heatmap``) from its signature, by tensor index."""
+    try:
+        outputs = interpreter.get_signature_runner().get_output_details()
+    except (ValueError, RuntimeError, AttributeError):  # no (single) signature, or an old interpreter
+        return None
+    by_index = {detail["index"]: name for name, detail in outputs.items()}
+    names = [by_index.get(i) for i in indices]
+    return names if all(names) else None
+
+
 class Model:
     """Batch-1 inference: ``run`` takes one float sample, returns float outputs in metadata order."""
 
@@ -118,6 +129,7 @@ class Model:
                     self._lce.output_scales, self._lce.output_zero_points, strict=True,
                 ))
             ]
+            self.output_names = [o.name for o in self.outputs]
             return
         cls, self.runtime = interpreter_class()
         self._interpreter = cls(model_path=str(path), num_threads=threads)
@@ -128,6 +140,7 @@ class Model:
         details = _ordered(self._interpreter.get_output_details(), names)
         self._output_indices = [d["index"] for d in details]
         self.outputs = [_tensor(d) for d in details]
+        self.output_names = _signature_names(self._interpreter, self._output_indices) or [o.name for o in self.outputs]
 
     @property
     def input_hwc(self) -> tuple[int, int, int]:

@@ -6,13 +6,16 @@ INPUT is a .npy file or an image (PNG/JPEG, needs Pillow). A uint8 .npy holds ra
 ((H, W), (H, W, C) or (N, H, W, C)) and goes through the recorded preprocessing; a float .npy holds
 model inputs of exactly the model's input shape, with or without a leading batch axis.
 Classification prints the top-k classes; segmentation writes a mask per input; keypoints writes
-JSON per input. Depends only on numpy and a LiteRT interpreter (see requirements.txt).
+JSON per input: named points with x, y in [0, 1] of the image (plus z and visibility, as a
+probability, when the model regresses them) and every raw output under the model's output names.
+Depends only on numpy and a LiteRT interpreter (see requirements.txt).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -65,9 +68,9 @@ def _named(path: Path, batch: np.ndarray) -> list[tuple[str, np.ndarray]]:
     return [(f"{path}[{i}]", sample) for i, sample in enumerate(batch)]
 
 
-def classification(name: str, outputs: list[np.ndarray], meta: dict, args) -> dict:
+def classification(name: str, outputs: list[np.ndarray], model: Model, args) -> dict:
     scores = outputs[0].reshape(-1)
-    labels = meta.get("labels") or []
+    labels = model.metadata.get("labels") or []
     top = np.argsort(-scores, kind="stable")[: args.top_k]
     result = [
         {"index": int(i), "label": labels[i] if i < len(labels) else str(int(i)), "score": float(scores[i])}
@@ -78,12 +81,12 @@ def classification(name: str, outputs: list[np.ndarray], meta: dict, args) -> di
     return {"input": name, "top_k": result}
 
 
-def segmentation(name: str, outputs: list[np.ndarray], meta: dict, args) -> dict:
+def segmentation(name: str, outputs: list[np.ndarray], model: Model, args) -> dict:
     scores = outputs[0]
     if scores.ndim == 3 and scores.shape[-1] > 1:
         mask = np.argmax(scores, axis=-1).astype(np.uint8)
     else:
-        threshold = float(meta.get("extra", {}).get("mask_threshold", 0.5))
+        threshold = float(model.metadata.get("extra", {}).get("mask_threshold", 0.5))
         mask = (scores.reshape(scores.shape[:2]) > threshold).astype(np.uint8)
     path = args.out / (_stem(name) + ".mask.npy")
     np.save(path, mask)
@@ -104,13 +107,12 @@ def segmentation(name: str, outputs: list[np.ndarray], meta: dict, args) -> dict
     return {"input": name, "mask": written, "class_fractions": fractions}
 
 
-def keypoints(name: str, outputs: list[np.ndarray], meta: dict, args) -> dict:
-    names = meta.get("labels") or []
-    points = decode_keypoints(outputs[0], names)
+def keypoints(name: str, outputs: list[np.ndarray], model: Model, args) -> dict:
+    points = decode_keypoints(outputs, model.metadata.get("labels") or [])
     document = {
         "input": name,
         "keypoints": points,
-        "outputs": {spec["name"]: out.tolist() for spec, out in zip(meta["deploy"]["outputs"], outputs, strict=True)},
+        "outputs": {key: out.tolist() for key, out in zip(model.output_names, outputs, strict=True)},
     }
     path = args.out / (_stem(name) + ".keypoints.json")
     path.write_text(json.dumps(document, indent=1) + "\n")
@@ -119,26 +121,70 @@ def keypoints(name: str, outputs: list[np.ndarray], meta: dict, args) -> dict:
     return {"input": name, "keypoints": points, "file": str(path)}
 
 
-def decode_keypoints(out: np.ndarray, names: list) -> list[dict]:
-    """Heatmaps (H, W, K) → per-channel peak in [0, 1] coordinates; (K, 2|3) or flat 2K/3K → x, y[, score]."""
+#: what the columns of a (K, C) keypoint output hold: BlazePose / MediaPipe order for 4 and 5
+KEYPOINT_COLUMNS = {
+    2: ("x", "y"),
+    3: ("x", "y", "score"),
+    4: ("x", "y", "z", "visibility"),
+    5: ("x", "y", "z", "visibility", "presence"),
+}
+#: columns the model gives as logits (BlazePose trains them with a sigmoid cross-entropy)
+LOGIT_COLUMNS = ("visibility", "presence")
+
+
+def keypoint_source(outputs: list[np.ndarray]) -> int:
+    """The output keypoints are read from: the (K, C) regression if there is one, else a heatmap.
+
+    A BlazePose-style model returns both, in either order; the regression is the device output,
+    the heatmap supervises training. Same choice as the toolkit's keypoint metric.
+    """
+    regression = [i for i, o in enumerate(outputs) if o.ndim == 2 and o.shape[-1] in KEYPOINT_COLUMNS]
+    heatmaps = [i for i, o in enumerate(outputs) if o.ndim == 3]
+    return (regression or heatmaps or [0])[0]
+
+
+def decode_keypoints(outputs: list[np.ndarray], names: list) -> list[dict]:
+    """Keypoints in [0, 1] image coordinates (x right, y down) with their named extra columns.
+
+    (K, C) regression → the columns of ``KEYPOINT_COLUMNS``, logits through a sigmoid; heatmaps
+    (H, W, K) → each channel's peak cell centre and its value as ``score``; a flat 2K vector → x, y.
+    """
+    out = outputs[keypoint_source(outputs)]
     if out.ndim == 3:
         height, width, count = out.shape
         flat = out.reshape(-1, count)
         peaks = np.argmax(flat, axis=0)
         rows = [((p % width + 0.5) / width, (p // width + 0.5) / height, flat[p, k]) for k, p in enumerate(peaks)]
+        columns = KEYPOINT_COLUMNS[3]
     else:
-        per = out.shape[-1] if out.ndim == 2 else (3 if out.size % 3 == 0 and out.size % 2 else 2)
+        per = out.shape[-1] if out.ndim == 2 else _flat_columns(out.size, len(names))
         rows = [tuple(r) for r in out.reshape(-1, per)]
+        columns = KEYPOINT_COLUMNS.get(per, KEYPOINT_COLUMNS[2])
     points = []
     for k, row in enumerate(rows):
-        point = {"name": names[k] if k < len(names) else str(k), "x": float(row[0]), "y": float(row[1])}
-        if len(row) > 2:
-            point["score"] = float(row[2])
+        point = {"name": names[k] if k < len(names) else str(k)}
+        for column, value in zip(columns, row, strict=False):
+            point[column] = _sigmoid(float(value)) if column in LOGIT_COLUMNS else float(value)
         points.append(point)
     return points
 
 
-def raw_outputs(name: str, outputs: list[np.ndarray], meta: dict, args) -> dict:
+def _flat_columns(size: int, count: int) -> int:
+    """Values per keypoint in a flat output: from the number of names, else 3 only when 2 cannot divide."""
+    if count and size % count == 0 and size // count in KEYPOINT_COLUMNS:
+        return size // count
+    return 3 if size % 3 == 0 and size % 2 else 2
+
+
+def _sigmoid(x: float) -> float:
+    # Two branches, so a large negative logit cannot overflow exp().
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def raw_outputs(name: str, outputs: list[np.ndarray], model: Model, args) -> dict:
     if not args.json:
         print(f"{name}: " + ", ".join(f"output {i} shape {o.shape}" for i, o in enumerate(outputs)))
     return {"input": name}
@@ -174,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, sample in load_samples(path, model, preprocessing):
             outputs = model.run(sample)
             collected.append(outputs)
-            results.append(handle(name, outputs, meta, args))
+            results.append(handle(name, outputs, model, args))
     if args.save:
         stacked = {f"output_{i}": np.stack(parts) for i, parts in enumerate(zip(*collected, strict=True))}
         np.savez(args.save, **stacked)
