@@ -7,7 +7,7 @@
    parameters, MACs, LiteRT latency (float TFLite, XNNPACK, 2 threads, batch 1) and task metric
    against the source (targets: params −25 % or more, latency below the source, metric within 2 points).
 
-    nice -n 10 python benchmarks/prune.py [--out benchmarks/out/prune]
+    nice -n 10 python benchmarks/prune.py [--out benchmarks/out/prune] [--distill no|yes|both]
 """
 
 from __future__ import annotations
@@ -73,15 +73,19 @@ def unstructured(source: Path, out: Path, epochs: int, lr: float, schedule: str)
           "x86 XNNPACK runs dense kernels after densifying, so no speed-up is expected here)")
 
 
-def channels(models: list[tuple[str, Path, str]], out: Path, epochs: int, lr: float) -> None:
+def channels(models: list[tuple[str, Path, str]], out: Path, epochs: int, lr: float, distill: list[bool]) -> None:
     from edgecompress import api
 
     rows = []
     for label, source, data in models:
-        print(f"channel pruning 30 % of {label}")
-        report = api.prune(source, out / f"{label}.channels30.h5", data, sparsity=0.3, structure="channels", epochs=epochs, lr=lr, force=True, progress=False)  # fmt: skip
-        rows.append((label, report.details))
-    print(f"\n## Channel pruning 30 % (L1), fine-tuned {epochs} epochs (Adam {lr:g}); float TFLite in LiteRT (XNNPACK, 2 threads, batch 1)")
+        for kd in distill:
+            name = f"{label}.channels30{'.distilled' if kd else ''}"
+            print(f"channel pruning 30 % of {label}{', distilled' if kd else ''}")
+            report = api.prune(source, out / f"{name}.h5", data, sparsity=0.3, structure="channels", distill=kd,
+                               epochs=epochs, lr=lr, force=True, progress=False)  # fmt: skip
+            rows.append((label + (" + KD" if kd else ""), report.details))
+    print(f"\n## Channel pruning 30 % (L1), fine-tuned {epochs} epochs (Adam {lr:g}; + KD: the source as teacher, "
+          "T 4, alpha 0.5); float TFLite in LiteRT (XNNPACK, 2 threads, batch 1)")  # fmt: skip
     print("| model | params | MACs | LiteRT p50 ms | metric (held-out) | metric before fine-tuning |")
     print("|---|---|---|---|---|---|")
     for label, d in rows:
@@ -106,6 +110,8 @@ def main() -> None:
     parser.add_argument("--schedule", choices=["constant", "polynomial"], default="polynomial")
     parser.add_argument("--skip-unstructured", action="store_true")
     parser.add_argument("--skip-channels", action="store_true")
+    parser.add_argument("--distill", choices=["no", "yes", "both"], default="both",
+                        help="Channel pruning: fine-tune on labels, with the source as teacher, or both (compared).")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -117,7 +123,8 @@ def main() -> None:
     models = [(label, _zoo_model(args.out, label, name, params, data, epochs), data)
               for label, name, params, data, epochs in CHANNEL_MODELS]  # fmt: skip
     models.insert(1, ("mobilenet_v2", demo, "digits"))
-    channels(models, args.out, args.finetune_epochs, args.lr)
+    distill = {"no": [False], "yes": [True], "both": [False, True]}[args.distill]
+    channels(models, args.out, args.finetune_epochs, args.lr, distill)
 
 
 if __name__ == "__main__":

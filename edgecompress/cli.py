@@ -195,12 +195,19 @@ def bench(models, runtimes, threads, warmup, runs, device, eval_data, csv_path, 
         write_text_atomic(csv_path, to_csv(records))
     if as_json:
         click.echo(to_json(records))
-        return
-    click.echo(markdown_table(records))
-    for line in fastest_summary(records):
-        click.echo(line)
-    if records:
-        click.echo(f"measured on {records[0].machine}; batch 1, {runs} runs after {warmup} warm-up")
+    else:
+        click.echo(markdown_table(records))
+        for line in fastest_summary(records):
+            click.echo(line)
+        if records:
+            click.echo(f"measured on {records[0].machine}; batch 1, {runs} runs after {warmup} warm-up")
+    # One bad model does not stop the others, but a script must still see that something failed.
+    failed = [r for r in records if r.status == "error"]
+    if failed:
+        first = failed[0]
+        click.secho(f"error: {len(failed)} of {len(records)} measurements failed; {first.model} on {first.runtime}: "
+                    f"{first.note}", fg="red", err=True)  # fmt: skip
+        click.get_current_context().exit(first.error_code or 1)
 
 
 @cli.command()

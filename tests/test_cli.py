@@ -148,3 +148,14 @@ def test_debug_shows_the_traceback(runner, out, monkeypatch):
     result = runner.invoke(cli, ["--debug", "quantize", str(out / "nope.h5")])
     assert result.exit_code != 0
     assert result.exc_info is not None and result.exc_info[0].__name__ == "ModelLoadError"
+
+
+def test_bench_measures_the_rest_but_exits_non_zero_when_a_model_fails(runner, out, tiny_int8):
+    damaged = out / "damaged.tflite"
+    damaged.write_bytes(tiny_int8.read_bytes()[: len(tiny_int8.read_bytes()) // 2])
+    result = invoke(runner, "bench", tiny_int8, damaged, "--runs", "2", "--warmup", "0", "--json")
+    assert result.exit_code == 3, result.output  # ModelLoadError's code
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "1 of 2 measurements failed; damaged on litert: model file is" in errors[0]
+    records = json.loads(result.output[: result.output.rindex("]") + 1])
+    assert [r["status"] for r in records] == ["ok", "error"] and records[1]["error_code"] == 3

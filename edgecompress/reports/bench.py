@@ -210,7 +210,7 @@ def run_benchmarks(
                     record.metric_value = scores[record.metric_name]
                 session.close()
             except EdgeCompressError as exc:
-                record.status, record.note = "error", str(exc)
+                record.status, record.note, record.error_code = "error", str(exc), exc.exit_code
             records.append(record)
             roots.append(root)
             by_hash.setdefault(sha, record)

@@ -44,6 +44,8 @@ class BenchmarkRecord:
     lineage: list[str] = field(default_factory=list)
     status: str = "ok"
     note: str = ""
+    #: with status "error": the exit code of that error (edgecompress/errors.py), for scripts
+    error_code: int | None = None
     machine: str = field(default_factory=machine_description)
     timestamp: str = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
