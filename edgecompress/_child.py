@@ -70,7 +70,8 @@ def _serve() -> None:
     try:
         answer = {"value": getattr(importlib.import_module(module), name)(*request["args"])}
     except Exception as exc:  # noqa: BLE001 - any failure goes back to the parent as one line
-        answer = {"error": (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]}
+        text = getattr(exc, "message", None) or str(exc)  # an EdgeCompressError's message, without its hint
+        answer = {"error": (text.strip().splitlines() or [type(exc).__name__])[0][:300]}
     with os.fdopen(answer_fd, "w") as out:
         out.write(json.dumps(answer) + "\n")
 

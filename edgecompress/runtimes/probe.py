@@ -50,9 +50,11 @@ def probe(runtime: str, path: Path, timeout: float = PROBE_SECONDS) -> None:
             "re-export or re-download it",
         )
     if result.error:
-        raise ModelLoadError(
-            f"model file is damaged or not runnable: {path}: {result.error}", "re-export or re-download it"
-        )
+        # The runtime's own loader may already have said "model file is damaged …: path: …".
+        message = result.error
+        if not message.startswith("model file is damaged"):
+            message = f"model file is damaged or not runnable: {path}: {message}"
+        raise ModelLoadError(message, "re-export or re-download it")
     trust(path)
 
 
