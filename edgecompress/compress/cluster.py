@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import enum
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edgecompress._env import import_tf_keras
-from edgecompress.artifacts import Artifact, ModelFormat
 from edgecompress.compress import finetune
 from edgecompress.compress.finetune import FineTune
-from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
+from edgecompress.compress.passes import PASSES, PassContext
 from edgecompress.errors import UnsupportedError, UsageError, require
 
 log = logging.getLogger(__name__)
@@ -111,10 +109,9 @@ def wrap_clusterable(model, config: ClusterConfig) -> tuple[Any, list[str], dict
 
 
 @PASSES.register("cluster", "clustering")
-class ClusterPass(Pass):
+class ClusterPass(finetune.FineTuningPass):
     name = "cluster"
-    accepts = finetune.KERAS_OUTPUTS
-    produces = ModelFormat.KERAS_H5
+    purpose = "clustering"
 
     def __init__(self, config: ClusterConfig | None = None, measure: bool = True, **kwargs: Any) -> None:
         self.config = config or ClusterConfig(**kwargs)
@@ -123,14 +120,8 @@ class ClusterPass(Pass):
     def params(self) -> dict[str, Any]:
         return self.config.to_dict()
 
-    def apply(self, artifact: Artifact, context: PassContext) -> PassResult:
-        self.check_input(artifact)
+    def transform(self, model, task: str, train, context: PassContext):
         tfmot = require("tensorflow_model_optimization", "tfmot", "weight clustering")
-        started = time.perf_counter()
-        source, model = finetune.private_copy(artifact, context)
-        task = finetune.task_of(artifact, source)
-        train = finetune.require_training_data(context, "clustering")
-        before = finetune.score(source.model, context.validation, task)
         wrapped_model, wrapped, skipped = wrap_clusterable(model, self.config)
         if not wrapped:
             raise UnsupportedError(
@@ -143,23 +134,5 @@ class ClusterPass(Pass):
 
             fine_tune(wrapped_model, task, train, ft.epochs, ft.batch_size, ft.lr, context.progress, ft.seed)
         clustered = tfmot.clustering.keras.strip_clustering(wrapped_model)
-        after = finetune.score(clustered, context.validation, task)
         counts = unique_values(clustered, wrapped)
-        report: dict[str, Any] = {
-            "pass": self.name,
-            **self.params(),
-            "task": task,
-            "metric": finetune.primary_metric(task),
-            "evaluation": {"source": before, "output": after} if before is not None else None,
-            "layers": counts,
-            "max_unique": max(counts.values()),
-            "left_unclustered": skipped,
-        }
-        if self.measure:
-            report["tflite"] = {
-                "source": finetune.tflite_profile(source.model).to_dict(),
-                "output": finetune.tflite_profile(clustered).to_dict(),
-            }
-        result = finetune.write_output(clustered, artifact, source, context, self.name, self.params())
-        report["seconds"] = time.perf_counter() - started
-        return PassResult(result, report)
+        return clustered, {"layers": counts, "max_unique": max(counts.values()), "left_unclustered": skipped}

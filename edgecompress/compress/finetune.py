@@ -7,9 +7,11 @@ never touch its input (the loaded model is also cached by ``load_keras``).
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import gzip
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from edgecompress._env import import_tf_keras
 from edgecompress.artifacts import Artifact, Metadata, ModelFormat
 from edgecompress.calibration.data import ModelInputs
 from edgecompress.compress.export import load_source, output_metadata
-from edgecompress.compress.passes import PassContext
+from edgecompress.compress.passes import Pass, PassContext, PassResult
 from edgecompress.errors import DataError, UsageError
 from edgecompress.models.keras_io import KerasModel, to_tf_keras
 
@@ -114,6 +116,48 @@ def write_output(
     save_model(model, output, metadata)  # writes the sidecar before the model's rename
     fmt = ModelFormat.KERAS_V3 if output.suffix.lower() == ".keras" else ModelFormat.KERAS_H5
     return Artifact(output, fmt, metadata)
+
+
+class FineTuningPass(Pass):
+    """What prune and cluster share: a private copy is transformed and fine-tuned, scored on held-out
+    data before and after, measured as float TFLite, and saved with its lineage."""
+
+    accepts = KERAS_OUTPUTS
+    produces = ModelFormat.KERAS_H5
+    #: the work, as error messages name it ("pruning")
+    purpose: str
+    #: convert source and output to TFLite and measure size, MACs and LiteRT latency
+    measure: bool = True
+
+    @abc.abstractmethod
+    def transform(self, model, task: str, train: ModelInputs, context: PassContext) -> tuple[Any, dict[str, Any]]:
+        """The compressed, fine-tuned model and the details of what was done to it."""
+
+    def tflite_measurements(self, source_model, output_model) -> dict[str, Any]:
+        return {"source": tflite_profile(source_model).to_dict(), "output": tflite_profile(output_model).to_dict()}
+
+    def apply(self, artifact: Artifact, context: PassContext) -> PassResult:
+        self.check_input(artifact)
+        started = time.perf_counter()
+        source, model = private_copy(artifact, context)
+        task = task_of(artifact, source)
+        train = require_training_data(context, self.purpose)
+        before = score(source.model, context.validation, task)
+        output, details = self.transform(model, task, train, context)
+        after = score(output, context.validation, task)
+        if self.measure:
+            details["tflite"] = self.tflite_measurements(source.model, output)
+        result = write_output(output, artifact, source, context, self.name, self.params())
+        report = {
+            "pass": self.name,
+            **self.params(),
+            "task": task,
+            "metric": primary_metric(task),
+            "evaluation": {"source": before, "output": after} if before is not None else None,
+            **details,
+            "seconds": time.perf_counter() - started,
+        }
+        return PassResult(result, report)
 
 
 # --------------------------------------------------------------------------- TFLite measurements

@@ -17,18 +17,16 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edgecompress._env import import_tf_keras
-from edgecompress.artifacts import Artifact, ModelFormat
 from edgecompress.compress import finetune
 from edgecompress.compress.channels import Criterion, prune_channels
 from edgecompress.compress.finetune import FineTune
-from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
+from edgecompress.compress.passes import PASSES, PassContext
 from edgecompress.errors import UnsupportedError, UsageError, require
 
 log = logging.getLogger(__name__)
@@ -198,44 +196,24 @@ def wrap_prunable(model, config: PruneConfig, schedule) -> tuple[Any, list[str],
 
 
 @PASSES.register("prune", "pruning")
-class PrunePass(Pass):
+class PrunePass(finetune.FineTuningPass):
     name = "prune"
-    accepts = finetune.KERAS_OUTPUTS
-    produces = ModelFormat.KERAS_H5
+    purpose = "pruning"
 
     def __init__(self, config: PruneConfig | None = None, measure: bool = True, **kwargs: Any) -> None:
         self.config = config or PruneConfig(**kwargs)
-        #: convert source and output to TFLite and measure size, MACs and LiteRT latency
         self.measure = measure
 
     def params(self) -> dict[str, Any]:
         return self.config.to_dict()
 
-    def apply(self, artifact: Artifact, context: PassContext) -> PassResult:
-        self.check_input(artifact)
-        started = time.perf_counter()
-        source, model = finetune.private_copy(artifact, context)
-        task = finetune.task_of(artifact, source)
-        train = finetune.require_training_data(context, "pruning")
-        before = finetune.score(source.model, context.validation, task)
+    def transform(self, model, task: str, train, context: PassContext):
         if self.config.structure is Structure.CHANNELS:
-            pruned, details = self._channels(model, task, train, context)
-        else:
-            pruned, details = self._magnitude(model, task, train, context)
-        after = finetune.score(pruned, context.validation, task)
-        if self.measure:
-            details["tflite"] = tflite_comparison(source.model, pruned, self.config.structure)
-        result = finetune.write_output(pruned, artifact, source, context, self.name, self.params())
-        report = {
-            "pass": self.name,
-            **self.params(),
-            "task": task,
-            "metric": finetune.primary_metric(task),
-            "evaluation": {"source": before, "output": after} if before is not None else None,
-            **details,
-            "seconds": time.perf_counter() - started,
-        }
-        return PassResult(result, report)
+            return self._channels(model, task, train, context)
+        return self._magnitude(model, task, train, context)
+
+    def tflite_measurements(self, source_model, output_model) -> dict[str, Any]:
+        return tflite_comparison(source_model, output_model, self.config.structure)
 
     def _magnitude(self, model, task: str, train, context: PassContext):
         tfmot = require("tensorflow_model_optimization", "tfmot", "pruning")
