@@ -27,8 +27,8 @@ configure_environment()
 
 #: per entry: zoo parameters, epochs and peak learning rate for the small benchmark configuration
 BENCH = {
-    "mobilenet_v1": ({"input_size": 48, "alpha": 0.5, "classes": 10}, 30, 2e-3),
-    "mobilenet_v2": ({"input_size": 48, "alpha": 0.5, "classes": 10}, 15, 2e-3),
+    "mobilenet_v1": ({"input_size": 64, "alpha": 0.5, "classes": 10}, 30, 2e-3),
+    "mobilenet_v2": ({"input_size": 64, "alpha": 0.5, "classes": 10}, 15, 2e-3),
     "mobilenet_v3_small": ({"input_size": 48, "alpha": 0.75, "classes": 10}, 15, 2e-3),
     "mobilenet_v3_large": ({"input_size": 48, "alpha": 0.75, "classes": 10}, 15, 2e-3),
     "resnet18": ({"input_size": 48, "alpha": 0.25, "classes": 10}, 15, 2e-3),
@@ -182,7 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=HERE / "zoo.md")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from edgecompress._env import quiet_python_loggers
+    from edgecompress._env import import_tensorflow, quiet_python_loggers
+
+    # Seeded and deterministic: a rerun on this machine and TensorFlow version prints the same metrics
+    # (multi-threaded CPU kernels otherwise sum in varying order, and MobileNet v1 at 48 px scored
+    # 93.9 % in one run and 96.1 % in the next).
+    import_tensorflow().config.experimental.enable_op_determinism()
 
     quiet_python_loggers()
     args.workdir.mkdir(parents=True, exist_ok=True)
