@@ -29,8 +29,8 @@ configure_environment()
 BENCH = {
     "mobilenet_v1": ({"input_size": 64, "alpha": 0.5, "classes": 10}, 30, 2e-3),
     "mobilenet_v2": ({"input_size": 64, "alpha": 0.5, "classes": 10}, 15, 2e-3),
-    "mobilenet_v3_small": ({"input_size": 48, "alpha": 0.75, "classes": 10}, 15, 2e-3),
-    "mobilenet_v3_large": ({"input_size": 48, "alpha": 0.75, "classes": 10}, 15, 2e-3),
+    "mobilenet_v3_small": ({"input_size": 64, "alpha": 0.75, "classes": 10}, 15, 2e-3),
+    "mobilenet_v3_large": ({"input_size": 64, "alpha": 0.75, "classes": 10}, 15, 2e-3),
     "resnet18": ({"input_size": 48, "alpha": 0.25, "classes": 10}, 15, 2e-3),
     "resnet18_v2": ({"input_size": 48, "alpha": 0.25, "classes": 10}, 15, 2e-3),
     "resnet50": ({"input_size": 48, "alpha": 0.25, "classes": 10}, 15, 1e-3),
