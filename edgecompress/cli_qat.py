@@ -77,13 +77,16 @@ def qat(model, output, preserve, skip_layers, calib_samples, no_compare, data, e
     ours = d["our_configs"]
     if ours:
         counts = Counter(f"{v['layer']} {v['config']}" for v in ours.values())
-        lines.append(f"  our configs   {len(ours)} layer(s) stock TFMOT rejects: "
+        lines.append(f"  our configs   {len(ours)} layer(s) stock TFMOT rejects or mishandles: "
                      + ", ".join(f"{n}× {k}" for k, n in sorted(counts.items())))  # fmt: skip
     flattened = d["flattened"]
     if flattened["inlined_models"] or flattened["rewritten_ops"]:
         lines.append(f"  flattened     {len(flattened['inlined_models'])} nested model(s) inlined, "
                      f"{len(flattened['rewritten_ops'])} TF op call(s) rewritten as layers")  # fmt: skip
-    lines.append(f"  calibration   {d['calibration']['samples']} samples of the training data (converter ranges)")
+    if d.get("inputs_reordered_by_tfmot"):
+        lines.append(f"  TFMOT fix     inputs of {', '.join(d['inputs_reordered_by_tfmot'])} put back in the source's order")
+    lines.append(f"  calibration   {d['calibration']['samples']} samples of the training data (converter ranges, and "
+                 f"the starting point of {d.get('activation_ranges_initialised', 0)} QAT activation ranges)")  # fmt: skip
     sparsity = d["weight_sparsity"]
     if sparsity["source"] > 0.01:
         lines.append(f"  sparsity      {sparsity['source']:.1%} in the source → {sparsity['int8_tflite']:.1%} in the int8 file")

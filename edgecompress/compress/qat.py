@@ -3,10 +3,15 @@
 prepare → train → convert, never touching the input: the model is first *flattened* into one
 private functional tf_keras copy (nested models inlined, ``TFOpLambda`` calls rewritten into small
 layers), then annotated from the table in ``compress/qat_configs.py`` (TFMOT's registry for the
-rest), wrapped by ``quantize_apply`` (optionally keeping sparsity or clusters), fine-tuned with the
-task's loss, and converted with the same converter settings as ``compress quantize --mode int8``.
-The converter still needs a representative dataset after QAT (tensors without fake-quant nodes get
-their ranges from it); it is the training data, never random inputs.
+rest), wrapped by ``quantize_apply`` (optionally keeping sparsity or clusters), given activation
+ranges measured on the data (``compress/qat_ranges.py``), fine-tuned with the task's loss, and
+converted with the same converter settings as ``compress quantize --mode int8``. The converter
+still needs a representative dataset after QAT (tensors without fake-quant nodes get their ranges
+from it); it is the training data, never random inputs.
+
+Two TFMOT/converter faults are guarded against: ``quantize_apply`` can permute a Concatenate's
+inputs (``restore_input_order`` puts them back), and the converter can write int32 biases whose
+scale is not input × weight scale (``tflite_graph.bias_scale_errors``; such a file is refused).
 
 References: Jacob et al., "Quantization and Training of Neural Networks for Efficient
 Integer-Arithmetic-Only Inference" (CVPR 2018); Krishnamoorthi, "Quantizing deep convolutional
@@ -30,8 +35,10 @@ from edgecompress.artifacts import Artifact, ModelFormat, atomic_path
 from edgecompress.compress import convert
 from edgecompress.compress.export import check_against_source, commit_metadata, load_source, output_metadata
 from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
-from edgecompress.compress.tflite_graph import weight_sparsity
-from edgecompress.errors import DataError, UnsupportedError, UsageError, require
+from edgecompress.compress.qat_ranges import initialize_ranges
+from edgecompress.compress.tflite_graph import bias_scale_errors, weight_sparsity
+from edgecompress.compress.tflite_graph import max_unique_per_output_channel as tflite_unique_per_channel
+from edgecompress.errors import DataError, UnsupportedError, UsageError, ValidationError, require
 from edgecompress.models.keras_io import KerasModel, to_tf_keras
 
 log = logging.getLogger(__name__)
@@ -264,7 +271,8 @@ def _inbound_types(layer) -> list[str]:
 
 
 def prepare(model, config: QATConfig):
-    """The trainable QAT model (fake-quant wrappers) of a flattened model, and the table's choices."""
+    """The trainable QAT model (fake-quant wrappers) of a flattened model, the table's choices, and
+    the layers whose inputs TFMOT reordered and we put back (see ``restore_input_order``)."""
     tfmot = require("tensorflow_model_optimization", "tfmot", "Quantization-aware training")
     from edgecompress.compress import qat_configs as cfg
 
@@ -310,7 +318,72 @@ def prepare(model, config: QATConfig):
             f"TFMOT could not prepare this model for QAT: {str(exc).splitlines()[0][:300]}",
             "leave the layer it names in float with --skip-layer NAME, or use post-training quantization",
         ) from exc
-    return qat_model, chosen
+    qat_model, reordered = restore_input_order(qat_model, model)
+    return qat_model, chosen, reordered
+
+
+def _keras_inputs(node, rename=lambda layer: layer.name) -> list[tuple[str, int]]:
+    return [(rename(t._keras_history.layer), t._keras_history.tensor_index) for t in node.keras_inputs]  # noqa: SLF001
+
+
+def restore_input_order(qat_model, source) -> tuple[Any, list[str]]:
+    """Give every multi-input layer of the QAT model its inputs in the source's order again.
+
+    TFMOT's ``ModelTransformer._get_layers`` returns a pattern's input layers in the order they are
+    listed in the model, not the order the layer takes them (tensorflow/model-optimization#1179), so
+    its ``ConcatTransform`` rewires a Concatenate whose first input was built after another one:
+    Inception v3's mixed3, mixed8, mixed9 and mixed10 come out with their channels permuted, and a
+    trained model fine-tuned from there starts at chance. We re-call the QAT model's own layers
+    (weights and quantizer state shared) with the inputs in the source's order. Returns the model
+    (unchanged when nothing was reordered) and the names of the layers whose inputs were restored.
+    """
+    tf = import_tensorflow()
+    tf_keras = import_tf_keras()
+    expected = {
+        layer.name: _keras_inputs(layer._inbound_nodes[0])  # noqa: SLF001
+        for layer in source.layers
+        if len(getattr(layer, "_inbound_nodes", [])) == 1 and len(layer._inbound_nodes[0].keras_inputs) > 1  # noqa: SLF001
+    }
+
+    def source_name(layer) -> str:  # quantize_apply puts a QuantizeLayer between each input and its users
+        if type(layer).__name__ == "QuantizeLayer" and layer._inbound_nodes:  # noqa: SLF001
+            return layer._inbound_nodes[0].inbound_layers.name  # noqa: SLF001
+        return layer.name
+
+    permutations: dict[str, list[int]] = {}
+    for layer in qat_model.layers:
+        want = expected.get(layer.name)
+        if want is None or len(layer._inbound_nodes) != 1:  # noqa: SLF001
+            continue
+        got = _keras_inputs(layer._inbound_nodes[0], source_name)  # noqa: SLF001
+        if got != want and sorted(got) == sorted(want):
+            free = list(range(len(got)))
+            permutations[layer.name] = [free.pop(next(i for i, j in enumerate(free) if got[j] == w)) for w in want]
+    if not permutations:
+        return qat_model, []
+    log.info("QAT: restoring the input order TFMOT changed in %s", ", ".join(permutations))
+    tensors = {id(t): t for t in qat_model.inputs}
+    for depth in sorted(qat_model._nodes_by_depth, reverse=True):  # noqa: SLF001
+        for node in qat_model._nodes_by_depth[depth]:  # noqa: SLF001
+            layer = node.layer
+            if isinstance(layer, tf_keras.layers.InputLayer):
+                continue
+            args, kwargs = tf.nest.map_structure(lambda t: tensors[id(t)] if _symbolic(t) else t,
+                                                 (node.call_args, node.call_kwargs))  # fmt: skip
+            order = permutations.get(layer.name)
+            if order is not None:
+                if not isinstance(args[0], list | tuple) or len(args[0]) != len(order):
+                    raise UnsupportedError(
+                        f"TFMOT reordered the inputs of '{layer.name}' in a way QAT cannot undo",
+                        "use post-training quantization for this model (compress quantize --mode int8)",
+                    )
+                args = ([args[0][i] for i in order], *args[1:])
+            outputs = layer(*args, **kwargs)
+            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs), strict=True):
+                tensors[id(old)] = new
+    outputs = [tensors[id(t)] for t in qat_model.outputs]
+    fixed = tf_keras.Model(qat_model.inputs, outputs if len(outputs) > 1 else outputs[0], name=qat_model.name)
+    return fixed, sorted(permutations)
 
 
 def _describe(layer) -> str:
@@ -327,6 +400,18 @@ def _scheme(tfmot, preserve: Preserve):
     return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
 
 
+def _require_consistent_biases(data: bytes) -> None:
+    """Refuse a file whose biases the integer kernels would misread (see ``bias_scale_errors``)."""
+    errors = bias_scale_errors(data)
+    if errors:
+        worst = max(errors, key=errors.get)
+        raise ValidationError(
+            f"the converter wrote {len(errors)} bias(es) quantized against the wrong input scale "
+            f"(worst: {worst}, off by {errors[worst]:.1%}); the int8 model would compute wrong values",
+            "train for more steps (--epochs) so the activation ranges settle, or use post-training quantization",
+        )
+
+
 def kernel_sparsity(model) -> float:
     """Fraction of exact zeros over conv / dense kernels (what pruning leaves behind)."""
     zeros = total = 0
@@ -339,11 +424,20 @@ def kernel_sparsity(model) -> float:
     return zeros / total if total else 0.0
 
 
-def _unique_values(model) -> int:
-    """Largest count of distinct values in one kernel (clustering leaves a handful per layer)."""
-    counts = [len(np.unique(np.asarray(getattr(layer, attr).numpy())))
-              for layer in model.layers if (attr := WEIGHT_LAYERS.get(type(layer).__name__)) and hasattr(layer, attr)]
-    return max(counts, default=0)  # fmt: skip
+def max_unique_per_output_channel(model) -> int:
+    """Largest count of distinct values in one output channel of a Conv2D / Dense kernel.
+
+    Why per output channel: that is what cluster-preserving QAT keeps through int8 conversion
+    (one weight scale per channel); it matches ``tflite_graph.max_unique_per_output_channel``.
+    Depthwise kernels are left out: the cluster pass leaves them unclustered.
+    """
+    counts = []
+    for layer in model.layers:
+        if type(layer).__name__ in ("Conv2D", "Dense"):
+            kernel = np.asarray(layer.kernel.numpy())
+            flat = kernel.reshape(-1, kernel.shape[-1])
+            counts.extend(len(np.unique(flat[:, c])) for c in range(flat.shape[1]))
+    return max(counts, default=0)
 
 
 @PASSES.register("qat", "quantization_aware_training")
@@ -379,21 +473,23 @@ class QATPass(Pass):
         keras_model = to_tf_keras(source)
         flat, changes = flatten(keras_model.model)
         sparsity_before = kernel_sparsity(flat)
-        qat_model, chosen = prepare(flat, config)
+        qat_model, chosen, reordered = prepare(flat, config)
         task = artifact.metadata.task or infer_task(source.output_shape)
         if task == "unknown":
             raise DataError("cannot tell which loss fits this model", "record the task in the model's metadata sidecar")
+        representative = type(train).build(train.data.take(config.calibration_samples, config.seed),
+                                           train.input_shape, train.preprocessing)  # fmt: skip
+        ranges = initialize_ranges(flat, qat_model, representative.batches(config.batch_size))
         log.info("QAT: fine-tuning %s for %d epoch(s) on %s", artifact.path.name, config.epochs, train.source)
         history = train_model(
             qat_model, task, train, None, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
             progress=context.progress, seed=config.seed,
         )  # fmt: skip
         trained_seconds = time.perf_counter() - started
-        representative = type(train).build(train.data.take(config.calibration_samples, config.seed),
-                                           train.input_shape, train.preprocessing)  # fmt: skip
         output = Path(context.output)
         with atomic_path(output) as tmp:
             data = convert.keras_to_tflite(qat_model, "int8", representative, per_channel=True, io="float")
+            _require_consistent_biases(data)
             tmp.write_bytes(data)
             metadata = output_metadata(artifact, source, context, "qat", self.params())
             check = check_against_source(
@@ -407,13 +503,17 @@ class QATPass(Pass):
             "task": task,
             "training": {"samples": len(train), "source": train.source, "final_loss": history.get("loss", [None])[-1]},
             "calibration": {"samples": len(representative), "source": f"{train.source} (the training data)"},
+            "activation_ranges_initialised": len(ranges),
             "flattened": changes,
             "our_configs": chosen,
+            "inputs_reordered_by_tfmot": reordered,
             "weight_sparsity": {"source": sparsity_before, "int8_tflite": weight_sparsity(data)},
             "seconds_training": trained_seconds,
             "seconds": time.perf_counter() - started,
             "check": check.to_dict(),
         }
         if config.preserve is Preserve.CLUSTERS:
-            report["max_unique_weights_per_kernel"] = {"source": _unique_values(flat)}
+            report["max_unique_weights_per_output_channel"] = {
+                "source": max_unique_per_output_channel(flat), "int8_tflite": tflite_unique_per_channel(data),
+            }  # fmt: skip
         return PassResult(result, report)

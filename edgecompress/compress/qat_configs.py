@@ -7,11 +7,16 @@ them), scalar arithmetic (``x + 3.0``, again ``TFOpLambda``) and models nested i
 kinds of config cover them:
 
 - **output** — quantize the layer's output only (arithmetic whose result has a new range);
-- **pass-through** — quantize nothing: resampling and shape ops (slices, crops, resizes,
-  nearest/bilinear up-sampling) produce values inside their input's range, so the converter gives
-  the output the input's scale, which is exact. TFMOT's own UpSampling2D config quantizes the
-  output separately, which makes the converter insert a re-quantization before int8
-  RESIZE_BILINEAR (its own code notes the extra error); pass-through avoids it.
+- **pass-through** — quantize nothing: resampling, pooling and shape ops (slices, crops, resizes,
+  nearest/bilinear up-sampling, average pooling) produce values inside their input's range, so
+  the converter gives the output the input's scale, which is exact. TFMOT's own UpSampling2D and
+  AveragePooling2D configs quantize the output separately, which makes the converter insert a
+  re-quantization before int8 RESIZE_BILINEAR / AVERAGE_POOL_2D (both need equal input and output
+  scales). Worse, when the pooled tensor also feeds convolutions (every Inception block: one
+  max-pooled tensor, three 1×1 convolutions and an average pool), the converter quantized those
+  convolutions' biases against the tensor's calibrated range and then gave it the fake-quant
+  scale (biases stored 0.11–0.38× too small; a trained Inception v3 fell from 87 % in Keras to
+  18 % in LiteRT). Pass-through avoids both.
 
 TFOpLambda calls are rewritten into the small layers below before QAT (see ``compress/qat.py``).
 This module imports TFMOT at import time; it is only imported by the QAT pass, lazily.
@@ -81,6 +86,8 @@ LAYER_CONFIGS: dict[str, str] = {
     "ScalarMultiply": OUTPUT,
     "Normalization": OUTPUT,
     # resampling and shape ops: exact with the input's scale
+    "AveragePooling1D": PASS_THROUGH,
+    "AveragePooling2D": PASS_THROUGH,
     "UpSampling2D": PASS_THROUGH,
     "Resizing": PASS_THROUGH,
     "ImageResize": PASS_THROUGH,

@@ -160,15 +160,15 @@ def add_signature(data: bytes, input_names: list[str], output_names: list[str], 
 _NUMPY_TYPES = {"INT8": "int8", "UINT8": "uint8", "INT16": "int16", "INT32": "int32", "FLOAT32": "float32", "FLOAT16": "float16"}
 
 
-def weight_sparsity(data: bytes) -> float:
-    """Fraction of exact zeros in the conv / fully-connected weights stored in a .tflite.
+def weight_tensors(data: bytes) -> list[tuple[str, np.ndarray]]:
+    """The constant weights of every conv / fully-connected op in a .tflite, as stored (op name, array).
 
-    Why: a pruned model must stay pruned through QAT and conversion; this reads what was written,
-    not what the Keras model held. (Quantized weights are symmetric, so a zero stays the byte 0.)
+    Shared buffers are listed once. Layouts are TFLite's: output channels first for CONV_2D,
+    TRANSPOSE_CONV and FULLY_CONNECTED, last for DEPTHWISE_CONV_2D.
     """
     schema, op_names, type_names = _schema()
     model = schema.Model.GetRootAs(data, 0)
-    zeros = total = 0
+    result = []
     seen: set[int] = set()
     for g in range(model.SubgraphsLength()):
         graph = model.Subgraphs(g)
@@ -188,6 +188,74 @@ def weight_sparsity(data: bytes) -> float:
                 continue  # not a constant (weights computed at run time) or stored outside the flatbuffer
             seen.add(tensor.Buffer())
             values = np.frombuffer(raw.tobytes(), dtype=dtype)
-            zeros += int(np.sum(values == 0))
-            total += values.size
-    return zeros / total if total else 0.0
+            shape = tuple(int(tensor.Shape(k)) for k in range(tensor.ShapeLength()))
+            result.append((name, values.reshape(shape) if int(np.prod(shape)) == values.size else values))
+    return result
+
+
+def weight_sparsity(data: bytes) -> float:
+    """Fraction of exact zeros in the conv / fully-connected weights stored in a .tflite.
+
+    Why: a pruned model must stay pruned through QAT and conversion; this reads what was written,
+    not what the Keras model held. (Quantized weights are symmetric, so a zero stays the byte 0.)
+    """
+    arrays = [values for _, values in weight_tensors(data)]
+    total = sum(a.size for a in arrays)
+    return sum(int(np.sum(a == 0)) for a in arrays) / total if total else 0.0
+
+
+def max_unique_per_output_channel(data: bytes, ops: tuple[str, ...] = ("CONV_2D", "FULLY_CONNECTED")) -> int:
+    """Largest count of distinct stored values in one output channel of a conv / dense weight tensor.
+
+    Why per output channel: int8 kernels have one scale per output channel, so a kernel clustered to
+    K shared values (one codebook per layer) holds at most K values per channel after conversion,
+    not K per tensor.
+    """
+    counts = [len(np.unique(values[c])) for name, values in weight_tensors(data) if name in ops and values.ndim >= 2
+              for c in range(values.shape[0])]  # fmt: skip
+    return max(counts, default=0)
+
+
+#: op → (data input, weights input, bias input)
+_BIAS_INPUTS = {"CONV_2D": (0, 1, 2), "DEPTHWISE_CONV_2D": (0, 1, 2), "FULLY_CONNECTED": (0, 1, 2),
+                "TRANSPOSE_CONV": (2, 1, 3)}  # fmt: skip
+
+
+def bias_scale_errors(data: bytes, tolerance: float = 1e-4) -> dict[str, float]:
+    """Ops whose int32 bias scale is not input scale × weight scale, with the worst relative error.
+
+    Why: TFLite's integer kernels add the int32 bias to the accumulator as if it had exactly that
+    scale, and never read the scale stored with it. A converter that quantizes a bias against one
+    input scale and then gives the input another (seen after QAT, where a max-pool output had both
+    a calibrated range and its fake-quantized input's) writes a file whose biases are silently
+    multiplied; every weight looks right. An integer model must have none of these.
+    """
+    schema, op_names, type_names = _schema()
+    model = schema.Model.GetRootAs(data, 0)
+    errors: dict[str, float] = {}
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+
+        def scales(index: int, graph=graph) -> np.ndarray | None:
+            quantization = graph.Tensors(index).Quantization() if index >= 0 else None
+            if quantization is None or quantization.ScaleLength() == 0:
+                return None
+            return quantization.ScaleAsNumpy().astype(np.float64)
+
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            name = op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "")
+            at = _BIAS_INPUTS.get(name)
+            if at is None or op.InputsLength() <= max(at) or op.Inputs(at[2]) < 0:
+                continue
+            if type_names.get(graph.Tensors(op.Inputs(at[2])).Type()) != "INT32":
+                continue
+            s_in, s_w, s_b = (scales(op.Inputs(k)) for k in at)
+            if s_in is None or s_w is None or s_b is None or len(s_in) != 1:
+                continue
+            expected = s_in[0] * s_w
+            worst = float(np.max(np.abs(s_b / np.broadcast_to(expected, s_b.shape) - 1.0)))
+            if worst > tolerance:
+                errors[f"{name} {graph.Tensors(op.Outputs(0)).Name().decode()}"] = worst
+    return errors
