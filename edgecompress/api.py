@@ -298,6 +298,7 @@ def qat(
     eval: str | os.PathLike | ImageSet | None = None,
     calib_samples: int = 200,
     compare: bool = True,
+    init_ranges: bool = False,
     preprocessing: dict[str, Any] | None = None,
     trust_model: bool = False,
     force: bool = False,
@@ -314,7 +315,8 @@ def qat(
 
     source = load(model)
     step = QATPass(QATConfig(epochs=epochs, batch_size=batch_size, lr=lr, preserve=preserve,
-                             skip_layers=tuple(skip_layers), calibration_samples=calib_samples))  # fmt: skip
+                             skip_layers=tuple(skip_layers), calibration_samples=calib_samples,
+                             init_ranges=init_ranges))  # fmt: skip
     step.check_input(source)
     output = _output_path(source, output, step.produces.suffix, force)
     resolved = resolve_preprocessing(source, preprocessing)

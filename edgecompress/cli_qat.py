@@ -50,8 +50,10 @@ def _scores(scores: dict, metric: str | None = None) -> str:
 @click.option("--calib-samples", type=click.IntRange(1), default=200, show_default=True,
               help="Training samples the converter calibrates the remaining ranges on.")
 @click.option("--no-compare", is_flag=True, help="Skip the float / post-training int8 / QAT int8 comparison.")
+@click.option("--init-ranges/--no-init-ranges", default=False, show_default=True,
+              help="Start activation ranges from the data, not TFMOT's [-6, 6] (helps short runs on wide ranges).")
 @_training_options(epochs=2, lr=3e-5)
-def qat(model, output, preserve, skip_layers, calib_samples, no_compare, data, eval_data, epochs, batch_size, lr,
+def qat(model, output, preserve, skip_layers, calib_samples, no_compare, init_ranges, data, eval_data, epochs, batch_size, lr,
         trust_model, force, as_json, quiet):  # fmt: skip
     """Quantization-aware training of a Keras MODEL, converted to a full-int8 TFLite file."""
     from edgecompress import api
@@ -60,7 +62,7 @@ def qat(model, output, preserve, skip_layers, calib_samples, no_compare, data, e
     started = time.perf_counter()
     report = api.qat(
         model, output, data, epochs=epochs, batch_size=batch_size, lr=lr, preserve=preserve, skip_layers=skip_layers,
-        eval=eval_data, calib_samples=calib_samples, compare=not no_compare, trust_model=trust_model, force=force,
+        eval=eval_data, calib_samples=calib_samples, compare=not no_compare, init_ranges=init_ranges, trust_model=trust_model, force=force,
         progress=not (quiet or as_json),
     )  # fmt: skip
     seconds = time.perf_counter() - started
@@ -85,8 +87,9 @@ def qat(model, output, preserve, skip_layers, calib_samples, no_compare, data, e
                      f"{len(flattened['rewritten_ops'])} TF op call(s) rewritten as layers")  # fmt: skip
     if d.get("inputs_reordered_by_tfmot"):
         lines.append(f"  TFMOT fix     inputs of {', '.join(d['inputs_reordered_by_tfmot'])} put back in the source's order")
-    lines.append(f"  calibration   {d['calibration']['samples']} samples of the training data (converter ranges, and "
-                 f"the starting point of {d.get('activation_ranges_initialised', 0)} QAT activation ranges)")  # fmt: skip
+    started_from = d.get("activation_ranges_initialised", 0)
+    lines.append(f"  calibration   {d['calibration']['samples']} samples of the training data (converter ranges"
+                 + (f", and the start of {started_from} QAT activation ranges)" if started_from else ")"))  # fmt: skip
     sparsity = d["weight_sparsity"]
     if sparsity["source"] > 0.01:
         lines.append(f"  sparsity      {sparsity['source']:.1%} in the source → {sparsity['int8_tflite']:.1%} in the int8 file")

@@ -13,7 +13,7 @@ from edgecompress.runtimes.base import Runtime, Session, TensorSpec
 from edgecompress.runtimes.probe import probe
 
 log = logging.getLogger(__name__)
-_WARNED: set[str] = set()
+_WARNED: set[tuple[int, int]] = set()
 
 _ORT_TYPES = {
     "tensor(float)": "float32",
@@ -119,8 +119,9 @@ class OnnxRuntime(Runtime):
             options.inter_op_num_threads = 1
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "gpu" else ["CPUExecutionProvider"]
         disabled = optimizers_to_disable(artifact.path)
-        if disabled and artifact.path.name not in _WARNED:
-            _WARNED.add(artifact.path.name)
+        file_id = (artifact.path.stat().st_dev, artifact.path.stat().st_ino)  # kept when a temp file is renamed
+        if disabled and file_id not in _WARNED:
+            _WARNED.add(file_id)
             log.warning(
                 "%s: ONNX Runtime's %s optimization would change this model's outputs (a zero Pad before "
                 "MaxPool); it is turned off here. In your own code pass disabled_optimizers=%s to InferenceSession.",
