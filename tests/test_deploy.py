@@ -143,7 +143,9 @@ def test_outputs_are_informative_so_exact_agreement_means_something(bundles, tas
     _, height, width, channels = meta["deploy"]["input"]["shape"]
     raw = np.random.default_rng(1).integers(0, 256, size=(4, height + 7, width + 5, channels), dtype=np.uint8)
     for output in reference_outputs(bundle, meta, raw, threads=2):
-        assert len(np.unique(output)) >= 16, f"{task}: output {output.shape} takes only {len(np.unique(output))} values"
+        # A confident int8 softmax puts most of a (4, 10) output on a few levels; larger outputs get 16.
+        levels = min(16, output.size // 8)
+        assert len(np.unique(output)) >= levels, f"{task}: output {output.shape} takes only {len(np.unique(output))} values"
         assert not np.array_equal(output[0], output[1]), f"{task}: the output does not depend on the input"
 
 
