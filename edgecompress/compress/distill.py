@@ -35,13 +35,18 @@ from edgecompress.errors import UnsupportedError, UsageError
 log = logging.getLogger(__name__)
 
 
+#: Hinton KD defaults, shared with channel pruning's --distill
+KD_TEMPERATURE = 4.0
+KD_ALPHA = 0.5
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     #: a zoo name with parameters ("mobilenet_v2:alpha=0.35,input_size=96") or a Keras model file
     student: str
-    temperature: float = 4.0
+    temperature: float = KD_TEMPERATURE
     #: weight of the distillation loss; 1 - alpha goes to the ground-truth loss
-    alpha: float = 0.5
+    alpha: float = KD_ALPHA
     finetune: FineTune = field(default_factory=lambda: FineTune(epochs=10, lr=2e-3))
     #: also train the student alone, for the report's comparison
     baseline: bool = True

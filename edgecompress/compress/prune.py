@@ -277,15 +277,20 @@ def distill_from(teacher, student, task: str, train, ft: FineTune, progress: boo
     to the smaller model, which recovers more of the metric on the same budget than labels alone
     (Hinton et al., "Distilling the Knowledge in a Neural Network", 2015).
     """
-    from edgecompress.compress.distill import DistillConfig, kd_losses, teacher_outputs, train_student
+    from edgecompress.compress.distill import (
+        KD_ALPHA,
+        KD_TEMPERATURE,
+        kd_losses,
+        teacher_outputs,
+        train_student,
+    )
     from edgecompress.models.train import fit_spec
 
-    defaults = DistillConfig(student="pruned")
     x = train.array()
     spec = fit_spec(student, task, train.data)
-    kd = kd_losses(task, teacher, student, defaults.temperature)
-    train_student(student, task, x, spec.targets, teacher_outputs(teacher, x), list(spec.losses), kd,
-                  defaults.alpha, ft, progress)  # fmt: skip
+    kd = kd_losses(task, teacher, student, KD_TEMPERATURE)
+    train_student(student, task, x, spec.targets, teacher_outputs(teacher, x), list(spec.losses), kd, KD_ALPHA, ft,
+                  progress)  # fmt: skip
 
 
 def tflite_comparison(source_model, pruned_model, structure: Structure, threads: int = 2, runs: int = 50) -> dict:

@@ -119,7 +119,8 @@ class OnnxRuntime(Runtime):
             options.inter_op_num_threads = 1
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "gpu" else ["CPUExecutionProvider"]
         disabled = optimizers_to_disable(artifact.path)
-        file_id = (artifact.path.stat().st_dev, artifact.path.stat().st_ino)  # kept when a temp file is renamed
+        stat = artifact.path.stat()
+        file_id = (stat.st_dev, stat.st_ino)  # kept when a temp file is renamed
         if disabled and file_id not in _WARNED:
             _WARNED.add(file_id)
             log.warning(
