@@ -49,7 +49,7 @@ def _zoo_model(out: Path, label: str, name: str, params: dict, data: str, epochs
 def unstructured(source: Path, out: Path, epochs: int, lr: float, schedule: str) -> None:
     from edgecompress import api
     from edgecompress.compress.convert import keras_to_tflite
-    from edgecompress.models.keras_io import load_keras
+    from edgecompress.runtimes.keras_io import load_keras
 
     report = api.prune(source, out / "digits_mobilenet_v2.pruned50.h5", "digits", sparsity=0.5, epochs=epochs,
                        lr=lr, schedule=schedule, force=True, progress=False)  # fmt: skip

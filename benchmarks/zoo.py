@@ -59,8 +59,8 @@ def latency_ms(path: Path) -> float:
     import numpy as np
 
     from edgecompress.artifacts import Artifact
-    from edgecompress.reports.bench import time_session
     from edgecompress.runtimes import open_session
+    from edgecompress.runtimes.base import time_session
 
     with open_session(Artifact.open(path), threads=THREADS) as session:
         shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])

@@ -10,72 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.artifacts import Artifact, check_output_path
-from edgecompress.calibration.data import ImageSet, ModelInputs, load_images
-from edgecompress.calibration.preprocessing import Preprocessing
+from edgecompress.calibration.data import ImageSet, ModelInputs
 from edgecompress.compress.export import ExportPass
 from edgecompress.compress.passes import PassContext
 from edgecompress.compress.quantize import QuantizeConfig, QuantizePass, choose_mode
 from edgecompress.errors import DataError, UsageError
+from edgecompress.models.inputs import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    input_shape_of,
+    model_inputs,
+    resolve_preprocessing,
+    training_inputs,
+)
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CALIBRATION_SAMPLES = 100
-
 
 def load(path: str | os.PathLike) -> Artifact:
     """Open a model file (Keras, TFLite, ONNX) with its metadata sidecar, if any."""
     return Artifact.open(path)
-
-
-@dataclass(frozen=True)
-class ResolvedPreprocessing:
-    preprocessing: Preprocessing
-    origin: str  # "options", "model metadata" or "assumed default"
-
-
-def resolve_preprocessing(artifact: Artifact, overrides: dict[str, Any] | None = None) -> ResolvedPreprocessing:
-    """Options beat the model's metadata; without either we assume [0, 1] inputs and say so."""
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    base = artifact.metadata.preprocessing
-    if overrides:
-        merged = {**(base.to_dict() if base else {}), **overrides}
-        try:
-            return ResolvedPreprocessing(Preprocessing.from_dict(merged), "options")
-        except ValueError as exc:
-            raise UsageError(f"bad preprocessing option: {exc}", "see `compress quantize --help`") from None
-    if base:
-        return ResolvedPreprocessing(base, "model metadata")
-    return ResolvedPreprocessing(Preprocessing(), "assumed default; pass --scale/--offset or --mean/--std")
-
-
-def input_shape_of(artifact: Artifact, trust_model: bool = False) -> tuple[int, ...]:
-    """The model's input shape without the batch dimension."""
-    if artifact.metadata.inputs:
-        shape = artifact.metadata.inputs[0].shape
-    elif artifact.format.is_keras:
-        from edgecompress.models.keras_io import load_keras
-
-        shape = load_keras(artifact.path, trust_model=trust_model).input_shape
-    else:
-        from edgecompress.runtimes import open_session
-
-        with open_session(artifact) as session:
-            shape = session.inputs[0].shape[1:]
-    return tuple(int(d) if d else -1 for d in shape)
-
-
-def model_inputs(
-    spec: str | os.PathLike | ImageSet,
-    input_shape: tuple[int, ...],
-    preprocessing: Preprocessing,
-    split: str = "test",
-    samples: int | None = None,
-    need_labels: bool = False,
-) -> ModelInputs:
-    """Load data for one model: resized to its input, preprocessed as its metadata says."""
-    target = tuple(input_shape[:2]) if len(input_shape) == 3 else None
-    data = spec if isinstance(spec, ImageSet) else load_images(spec, split=split, target_hw=target, need_labels=need_labels)
-    return ModelInputs.build(data.take(samples), input_shape, preprocessing)
 
 
 @dataclass
@@ -190,8 +142,8 @@ def _run_pass(
 
 
 def _check_labels_fit(source: Artifact, data: ModelInputs, trust_model: bool) -> None:
-    from edgecompress.models.keras_io import load_keras
     from edgecompress.models.tasks import TASKS, infer_task
+    from edgecompress.runtimes.keras_io import load_keras
 
     model = load_keras(source.path, trust_model=trust_model)
     task = source.metadata.task or infer_task(model.output_shape)
@@ -244,40 +196,6 @@ def bench(
     )
 
 
-#: embedded data sets that come with their own train/test split
-EMBEDDED_DATA = ("digits", "synthetic-shapes", "synthetic-poses")
-HOLDOUT_FRACTION = 0.2
-
-
-def training_data(
-    data: str | os.PathLike | ImageSet,
-    eval_data: str | os.PathLike | ImageSet | None,
-    input_shape: tuple[int, ...],
-    preprocessing: Preprocessing,
-) -> tuple[ModelInputs, ModelInputs]:
-    """Labelled training data and held-out data that never overlaps it.
-
-    Held out: ``eval_data`` when given; the test split of an embedded set; otherwise a seeded
-    20 % of ``data``.
-    """
-    target = tuple(input_shape[:2]) if len(input_shape) == 3 else None
-    if isinstance(data, ImageSet):
-        train_set = data
-    else:
-        train_set = load_images(data, split="train", target_hw=target, need_labels=True)
-    text = None if isinstance(data, ImageSet) else str(data)
-    if eval_data is not None:
-        held = eval_data if isinstance(eval_data, ImageSet) else load_images(
-            eval_data, split="test", target_hw=target, need_labels=True
-        )
-    elif text in EMBEDDED_DATA:
-        held = load_images(text, split="test", target_hw=target, need_labels=True)
-    else:
-        train_set, held = train_set.split(HOLDOUT_FRACTION)
-    return (ModelInputs.build(train_set, input_shape, preprocessing),
-            ModelInputs.build(held, input_shape, preprocessing))  # fmt: skip
-
-
 def _evaluate_artifact(artifact: Artifact, data: ModelInputs, trust_model: bool = False) -> dict[str, float]:
     from edgecompress.models.tasks import evaluate
     from edgecompress.runtimes import open_session
@@ -321,7 +239,7 @@ def qat(
     output = _output_path(source, output, step.produces.suffix, force)
     resolved = resolve_preprocessing(source, preprocessing)
     shape = input_shape_of(source, trust_model)
-    train, held_out = training_data(data, eval, shape, resolved.preprocessing)
+    train, held_out = training_inputs(data, eval, shape, resolved.preprocessing)
     context = PassContext(output=output, force=force, trust_model=trust_model, calibration=train,
                           validation=held_out, preprocessing=resolved.preprocessing, progress=progress)  # fmt: skip
     result = step.apply(source, context)
@@ -370,7 +288,7 @@ def binarize(
     output = _output_path(source, output, step.produces.suffix, force)
     resolved = resolve_preprocessing(source, preprocessing)
     shape = input_shape_of(source, trust_model)
-    train, held_out = training_data(data, eval, shape, resolved.preprocessing)
+    train, held_out = training_inputs(data, eval, shape, resolved.preprocessing)
     context = PassContext(output=output, force=force, trust_model=trust_model, calibration=train,
                           validation=held_out, preprocessing=resolved.preprocessing, progress=progress)  # fmt: skip
     result = step.apply(source, context)
@@ -381,33 +299,6 @@ def binarize(
     }
     report.details["evaluation_data"] = held_out.source
     return report
-
-
-def training_inputs(
-    spec: str | os.PathLike | ImageSet,
-    eval_spec: str | os.PathLike | ImageSet | None,
-    input_shape: tuple[int, ...],
-    preprocessing: Preprocessing,
-    val_split: float = 0.2,
-) -> tuple[ModelInputs, ModelInputs]:
-    """Training data and held-out evaluation data for a pass that fine-tunes.
-
-    The held-out part is ``eval_spec`` if given, else the embedded set's test split (digits,
-    synthetic-*), else ``val_split`` of the data, set aside before training.
-    """
-    from edgecompress.calibration.data import SYNTHETIC
-
-    target = tuple(input_shape[:2]) if len(input_shape) == 3 else None
-    text = str(spec)
-    embedded = not isinstance(spec, ImageSet) and text in ("digits", *SYNTHETIC)
-    data = spec if isinstance(spec, ImageSet) else load_images(spec, "train", target, need_labels=True)
-    if eval_spec is not None:
-        held = eval_spec if isinstance(eval_spec, ImageSet) else load_images(eval_spec, "test", target, need_labels=True)
-    elif embedded:
-        held = load_images(spec, "test", target, need_labels=True)
-    else:
-        data, held = data.split(val_split)
-    return ModelInputs.build(data, input_shape, preprocessing), ModelInputs.build(held, input_shape, preprocessing)
 
 
 def _run_training_pass(

@@ -73,7 +73,7 @@ def test_bench_runs_lce_models(binarized):
 
 def test_binarize_all_binarizes_first_and_last(digits_cnn):
     from edgecompress.compress.binarize import binarize_model
-    from edgecompress.models.keras_io import load_keras
+    from edgecompress.runtimes.keras_io import load_keras
 
     model = load_keras(digits_cnn).model
     _, binary, kept, _ = binarize_model(model, binarize_all=True)

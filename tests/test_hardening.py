@@ -15,7 +15,7 @@ import pytest
 from edgecompress import api
 from edgecompress.artifacts import Artifact, sha256_of
 from edgecompress.errors import DataError, ModelLoadError, UnsafeModelError
-from edgecompress.models.keras_io import load_keras, unsafe_layers
+from edgecompress.runtimes.keras_io import load_keras, unsafe_layers
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fuzz_harness import OUTCOMES, fuzz, make_sources  # noqa: E402

@@ -5,7 +5,7 @@ import pytest
 
 from edgecompress._env import import_tf_keras
 from edgecompress.errors import ModelLoadError, UnsafeModelError
-from edgecompress.models.keras_io import load_keras, to_tf_keras
+from edgecompress.runtimes.keras_io import load_keras, to_tf_keras
 
 
 def _lambda_model(marker):

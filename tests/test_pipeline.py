@@ -15,9 +15,10 @@ import yaml
 from click.testing import CliRunner
 
 from edgecompress.cli import cli
-from edgecompress.compress.pipeline import STAGE_FILE, run_pipeline
-from edgecompress.compress.recipe import load_passes, load_recipe
+from edgecompress.compress.passes import load_passes
 from edgecompress.errors import UsageError
+from edgecompress.pipeline.recipe import load_recipe
+from edgecompress.pipeline.run import STAGE_FILE, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO_TINY = {"zoo": "mobilenet_v2", "params": {"input_size": 32, "alpha": 0.35, "classes": 10}, "train": {"epochs": 1}}
@@ -120,8 +121,7 @@ def test_shipped_recipes_validate():
 def finetune_pass():
     """A training pass registered like prune/QAT will be: the runner must hand it train data and epochs."""
     from edgecompress.artifacts import ModelFormat
-    from edgecompress.compress.export import load_source, output_metadata
-    from edgecompress.compress.passes import PASSES, Pass, PassResult
+    from edgecompress.compress.passes import PASSES, Pass, PassResult, load_source, output_metadata
 
     seen = []
 

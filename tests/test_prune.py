@@ -14,7 +14,7 @@ from edgecompress.calibration.data import load_digits
 from edgecompress.compress.channels import analyse, prune_channels
 from edgecompress.compress.prune import PruneConfig
 from edgecompress.errors import UnsupportedError, UsageError
-from edgecompress.models.keras_io import load_keras
+from edgecompress.runtimes.keras_io import load_keras
 
 TRAIN, HELD_OUT = 192, 120
 

@@ -194,7 +194,7 @@ def test_unsupported_layer_is_named_with_the_workaround(workdir, tmp_path):
 
 @pytest.mark.slow
 def test_preserve_sparsity_keeps_a_pruned_model_pruned(tiny_classifier, workdir, tmp_path):
-    from edgecompress.models.keras_io import load_keras
+    from edgecompress.runtimes.keras_io import load_keras
 
     model = load_keras(tiny_classifier).model
     for layer in model.layers:  # magnitude pruning to 60 %, as a pruned-and-stripped model holds it

@@ -2,9 +2,10 @@
 
 import json
 
-from edgecompress.reports.bench import Timing, gzip_size, variant_name
+from edgecompress.reports.bench import gzip_size, variant_name
 from edgecompress.reports.records import BenchmarkRecord
 from edgecompress.reports.tables import fastest_summary, human_bytes, markdown_table, to_csv, to_json
+from edgecompress.runtimes.base import Timing
 
 
 def _record(**changes):

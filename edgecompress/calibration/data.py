@@ -26,6 +26,8 @@ DIGITS_TEST_FRACTION = 0.2
 #: ImageSet fields that hold targets; one per task family.
 TARGET_KINDS = ("labels", "masks", "keypoints")
 SYNTHETIC = ("synthetic-shapes", "synthetic-poses")
+#: data sets that ship with the toolkit (no download), each with its own train/test split
+EMBEDDED_DATA = ("digits", *SYNTHETIC)
 NPZ_TARGET_KEYS = {"labels": ("y", "labels"), "masks": ("masks", "mask"), "keypoints": ("keypoints",)}
 #: synthetic images are drawn at the model's size up to this, and resized beyond it (drawing is slow).
 SYNTHETIC_MAX_SIZE = 128

@@ -31,12 +31,19 @@ import numpy as np
 from edgecompress._env import import_tensorflow, import_tf_keras, native_output_silenced
 from edgecompress.artifacts import Artifact, ModelFormat, atomic_path
 from edgecompress.calibration.data import ModelInputs
-from edgecompress.compress.export import commit_metadata, load_source, output_metadata
-from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
+from edgecompress.compress.passes import (
+    PASSES,
+    Pass,
+    PassContext,
+    PassResult,
+    commit_metadata,
+    load_source,
+    output_metadata,
+)
 from edgecompress.compress.tflite_graph import op_counts
 from edgecompress.compress.validate import CheckResult, compare_outputs
 from edgecompress.errors import DataError, UnsupportedError, UsageError, ValidationError, require
-from edgecompress.models.keras_io import to_tf_keras
+from edgecompress.runtimes.keras_io import to_tf_keras
 
 log = logging.getLogger(__name__)
 

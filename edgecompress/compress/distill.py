@@ -206,7 +206,7 @@ def build_student(spec: str, teacher, task: str, trust_model: bool) -> tuple[Any
     path = Path(spec)
     if path.exists():
         from edgecompress.artifacts import read_sidecar
-        from edgecompress.models.keras_io import load_keras, to_tf_keras
+        from edgecompress.runtimes.keras_io import load_keras, to_tf_keras
 
         tf_keras = import_tf_keras()
         loaded = to_tf_keras(load_keras(path, trust_model)).model

@@ -1,6 +1,6 @@
-"""Float export to TFLite or ONNX, and the helpers every converting pass shares.
+"""Float export to TFLite or ONNX.
 
-Each output is validated against the Keras source on the same inputs before it is renamed into
+The output is validated against the Keras source on the same inputs before it is renamed into
 place, so a mismatching model never appears at the output path.
 """
 
@@ -11,22 +11,21 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from edgecompress.artifacts import Artifact, InputSpec, Metadata, ModelFormat, atomic_path, write_metadata
-from edgecompress.calibration.data import random_inputs
-from edgecompress.calibration.preprocessing import Preprocessing
+from edgecompress.artifacts import Artifact, ModelFormat, atomic_path
 from edgecompress.compress import convert
-from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
-from edgecompress.compress.validate import CheckResult, compare_outputs, require_match
+from edgecompress.compress.passes import (
+    PASSES,
+    Pass,
+    PassContext,
+    PassResult,
+    commit_metadata,
+    load_source,
+    output_metadata,
+)
+from edgecompress.compress.validate import check_against_source
 from edgecompress.errors import UsageError
-from edgecompress.models.keras_io import KerasModel, load_keras
-from edgecompress.models.tasks import infer_task
 
 log = logging.getLogger(__name__)
-
-CHECK_SAMPLES = 8
-
 
 class OutputFormat(str, enum.Enum):
     TFLITE = "tflite"
@@ -35,65 +34,6 @@ class OutputFormat(str, enum.Enum):
     @property
     def model_format(self) -> ModelFormat:
         return ModelFormat.ONNX if self is OutputFormat.ONNX else ModelFormat.TFLITE
-
-
-def load_source(artifact: Artifact, context: PassContext) -> KerasModel:
-    return load_keras(artifact.path, trust_model=context.trust_model)
-
-
-def output_metadata(
-    artifact: Artifact, keras_model: KerasModel, context: PassContext, step: str, params: dict[str, Any]
-) -> Metadata:
-    """The source's metadata plus what this pass knows, with one more lineage step."""
-    source = artifact.metadata
-    name = getattr(keras_model.model.inputs[0], "name", "input") or "input"
-    return source.with_step(
-        artifact.lineage_step(step, params),
-        task=source.task or infer_task(keras_model.output_shape),
-        inputs=(InputSpec(shape=keras_model.input_shape, name=str(name).split(":")[0]),),
-        preprocessing=context.preprocessing or source.preprocessing,
-        # Keras output names let runtimes return outputs in the Keras order (see runtimes/litert.py).
-        extra={**source.extra, "keras_flavor": keras_model.flavor, "output_names": _output_names(keras_model.model)},
-    )
-
-
-def _output_names(model) -> list[str]:
-    return [str(name) for name in getattr(model, "output_names", None) or []]
-
-
-def check_inputs(keras_model: KerasModel, context: PassContext, metadata: Metadata) -> tuple[np.ndarray, str]:
-    """A few real samples when the user gave data; random pixels otherwise (fine for a float check)."""
-    for data, label in ((context.validation, "evaluation samples"), (context.calibration, "calibration samples")):
-        if data is not None:
-            return next(data.batches(CHECK_SAMPLES)), label
-    shape = tuple(int(d) for d in keras_model.input_shape)
-    if len(shape) == 3:
-        return random_inputs(shape, metadata.preprocessing or Preprocessing(), CHECK_SAMPLES), "random inputs"
-    return np.random.default_rng(0).standard_normal((CHECK_SAMPLES, *shape)).astype(np.float32), "random inputs"
-
-
-def check_against_source(keras_model: KerasModel, output: Artifact, mode: str, context: PassContext) -> CheckResult:
-    from edgecompress.runtimes import open_session
-    from edgecompress.runtimes.probe import trust
-
-    trust(output.path)  # written by the converter in this process a moment ago
-    x, inputs_from = check_inputs(keras_model, context, output.metadata)
-    expected = keras_model.model(x, training=False)
-    expected = [np.asarray(e) for e in (expected if isinstance(expected, list | tuple) else [expected])]
-    with open_session(output) as session:
-        got = session.run(x)
-    result = compare_outputs(expected, got, mode, inputs_from)
-    require_match(result, f"the {mode} {output.format.value} model")
-    return result
-
-
-def commit_metadata(path: Path, metadata: Metadata) -> None:
-    """Write the sidecar before the model is renamed into place.
-
-    The model's rename is the commit point: a run killed before it leaves no model (at worst a
-    sidecar that names none), never a model without its metadata.
-    """
-    write_metadata(path, metadata)
 
 
 @PASSES.register("export", "tflite", "onnx")

@@ -21,10 +21,9 @@ import numpy as np
 from edgecompress._env import import_tf_keras
 from edgecompress.artifacts import Artifact, Metadata, ModelFormat
 from edgecompress.calibration.data import ModelInputs
-from edgecompress.compress.export import load_source, output_metadata
-from edgecompress.compress.passes import Pass, PassContext, PassResult
+from edgecompress.compress.passes import Pass, PassContext, PassResult, load_source, output_metadata
 from edgecompress.errors import DataError, UsageError
-from edgecompress.models.keras_io import KerasModel, to_tf_keras
+from edgecompress.runtimes.keras_io import KerasModel, to_tf_keras
 
 KERAS_OUTPUTS = (ModelFormat.KERAS_H5, ModelFormat.KERAS_V3, ModelFormat.SAVEDMODEL)
 
@@ -192,7 +191,7 @@ def tflite_profile(model, optimize_sparsity: bool = False, threads: int = 2, run
 
 def litert_latency(data: bytes, threads: int = 2, runs: int = 50) -> float:
     """Median LiteRT latency in ms (XNNPACK, batch 1), timed as `compress bench` times it."""
-    from edgecompress.reports.bench import time_session
+    from edgecompress.runtimes.base import time_session
     from edgecompress.runtimes.litert import LiteRTRuntime
 
     with tempfile.TemporaryDirectory(prefix="edgecompress-lat-") as tmp:

@@ -6,15 +6,19 @@ The CLI, recipe files and the Python API all reach the same objects through ``PA
 from __future__ import annotations
 
 import abc
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgecompress.artifacts import Artifact, ModelFormat
+from edgecompress.artifacts import Artifact, InputSpec, Metadata, ModelFormat, write_metadata
 from edgecompress.calibration.data import ModelInputs
 from edgecompress.calibration.preprocessing import Preprocessing
 from edgecompress.errors import UsageError
+from edgecompress.models.tasks import infer_task
 from edgecompress.registry import Registry
+from edgecompress.runtimes.keras_io import KerasModel, load_keras
 
 
 @dataclass
@@ -69,3 +73,52 @@ class Pass(abc.ABC):
 
 
 PASSES: Registry[type[Pass]] = Registry("pass")
+
+#: modules of ``edgecompress.compress`` that hold no pass
+_NOT_PASS_MODULES = {"passes"}
+
+
+def load_passes() -> Registry[type[Pass]]:
+    """Import every module of ``edgecompress.compress`` so each pass has registered itself."""
+    import edgecompress.compress as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in _NOT_PASS_MODULES:
+            importlib.import_module(f"{package.__name__}.{info.name}")
+    return PASSES
+
+
+# --------------------------------------------------------------------------- what passes share
+
+
+def load_source(artifact: Artifact, context: PassContext) -> KerasModel:
+    return load_keras(artifact.path, trust_model=context.trust_model)
+
+
+def output_metadata(
+    artifact: Artifact, keras_model: KerasModel, context: PassContext, step: str, params: dict[str, Any]
+) -> Metadata:
+    """The source's metadata plus what this pass knows, with one more lineage step."""
+    source = artifact.metadata
+    name = getattr(keras_model.model.inputs[0], "name", "input") or "input"
+    return source.with_step(
+        artifact.lineage_step(step, params),
+        task=source.task or infer_task(keras_model.output_shape),
+        inputs=(InputSpec(shape=keras_model.input_shape, name=str(name).split(":")[0]),),
+        preprocessing=context.preprocessing or source.preprocessing,
+        # Keras output names let runtimes return outputs in the Keras order (see runtimes/litert.py).
+        extra={**source.extra, "keras_flavor": keras_model.flavor, "output_names": _output_names(keras_model.model)},
+    )
+
+
+def _output_names(model) -> list[str]:
+    return [str(name) for name in getattr(model, "output_names", None) or []]
+
+
+def commit_metadata(path: Path, metadata: Metadata) -> None:
+    """Write the sidecar before the model is renamed into place.
+
+    The model's rename is the commit point: a run killed before it leaves no model (at worst a
+    sidecar that names none), never a model without its metadata.
+    """
+    write_metadata(path, metadata)

@@ -33,13 +33,21 @@ import numpy as np
 from edgecompress._env import import_tensorflow, import_tf_keras, native_output_silenced
 from edgecompress.artifacts import Artifact, ModelFormat, atomic_path
 from edgecompress.compress import convert
-from edgecompress.compress.export import check_against_source, commit_metadata, load_source, output_metadata
-from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
+from edgecompress.compress.passes import (
+    PASSES,
+    Pass,
+    PassContext,
+    PassResult,
+    commit_metadata,
+    load_source,
+    output_metadata,
+)
 from edgecompress.compress.qat_ranges import initialize_ranges
 from edgecompress.compress.tflite_graph import bias_scale_errors, weight_sparsity
 from edgecompress.compress.tflite_graph import max_unique_per_output_channel as tflite_unique_per_channel
+from edgecompress.compress.validate import check_against_source
 from edgecompress.errors import DataError, UnsupportedError, UsageError, ValidationError, require
-from edgecompress.models.keras_io import KerasModel, to_tf_keras
+from edgecompress.runtimes.keras_io import KerasModel, to_tf_keras
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,17 @@ from typing import Any
 
 from edgecompress.artifacts import Artifact, Metadata, ModelFormat, atomic_path
 from edgecompress.compress import convert
-from edgecompress.compress.export import (
-    OutputFormat,
-    check_against_source,
+from edgecompress.compress.export import OutputFormat
+from edgecompress.compress.passes import (
+    PASSES,
+    Pass,
+    PassContext,
+    PassResult,
     commit_metadata,
     load_source,
     output_metadata,
 )
-from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
+from edgecompress.compress.validate import check_against_source
 from edgecompress.errors import DataError, UsageError
 
 

@@ -9,10 +9,21 @@ saturated logit is normal for int8 while a broken scale or preprocessing moves e
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgecompress.artifacts import Artifact, Metadata
+from edgecompress.calibration.data import random_inputs
+from edgecompress.calibration.preprocessing import Preprocessing
 from edgecompress.errors import ValidationError
+from edgecompress.runtimes.keras_io import KerasModel
+
+if TYPE_CHECKING:
+    from edgecompress.compress.passes import PassContext
+
+#: inputs an export check runs through the source and the output
+CHECK_SAMPLES = 8
 
 #: absolute differences that are below what the format can resolve: an int8 softmax has steps of
 #: 1/256, so an untrained 1000-class model (all outputs ≈ 0.001) legitimately comes out as zeros.
@@ -90,3 +101,29 @@ def require_match(result: CheckResult, what: str) -> None:
             f"{what} does not match its source: {result.describe()}",
             "check the calibration data and preprocessing, or try another --mode",
         )
+
+
+def check_inputs(keras_model: KerasModel, context: PassContext, metadata: Metadata) -> tuple[np.ndarray, str]:
+    """A few real samples when the user gave data; random pixels otherwise (fine for a float check)."""
+    for data, label in ((context.validation, "evaluation samples"), (context.calibration, "calibration samples")):
+        if data is not None:
+            return next(data.batches(CHECK_SAMPLES)), label
+    shape = tuple(int(d) for d in keras_model.input_shape)
+    if len(shape) == 3:
+        return random_inputs(shape, metadata.preprocessing or Preprocessing(), CHECK_SAMPLES), "random inputs"
+    return np.random.default_rng(0).standard_normal((CHECK_SAMPLES, *shape)).astype(np.float32), "random inputs"
+
+
+def check_against_source(keras_model: KerasModel, output: Artifact, mode: str, context: PassContext) -> CheckResult:
+    from edgecompress.runtimes import open_session
+    from edgecompress.runtimes.probe import trust
+
+    trust(output.path)  # written by the converter in this process a moment ago
+    x, inputs_from = check_inputs(keras_model, context, output.metadata)
+    expected = keras_model.model(x, training=False)
+    expected = [np.asarray(e) for e in (expected if isinstance(expected, list | tuple) else [expected])]
+    with open_session(output) as session:
+        got = session.run(x)
+    result = compare_outputs(expected, got, mode, inputs_from)
+    require_match(result, f"the {mode} {output.format.value} model")
+    return result

@@ -8,45 +8,12 @@ warm-up runs, and reported as percentiles. Peak memory is measured in a fresh pr
 from __future__ import annotations
 
 import gzip
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgecompress.artifacts import size_of
-
-
-@dataclass(frozen=True)
-class Timing:
-    latencies_ms: np.ndarray
-
-    @property
-    def p50(self) -> float:
-        return float(np.percentile(self.latencies_ms, 50))
-
-    @property
-    def p90(self) -> float:
-        return float(np.percentile(self.latencies_ms, 90))
-
-    @property
-    def p99(self) -> float:
-        return float(np.percentile(self.latencies_ms, 99))
-
-
-def time_session(session, x: np.ndarray, warmup: int = 5, runs: int = 50, tick: Callable[[], None] | None = None) -> Timing:
-    prepared = session.prepare_raw(x)
-    for _ in range(warmup):
-        session.run_raw(prepared)
-    latencies = np.empty(runs, dtype=np.float64)
-    for i in range(runs):
-        start = time.perf_counter()
-        session.run_raw(prepared)
-        latencies[i] = (time.perf_counter() - start) * 1000.0
-        if tick:
-            tick()
-    return Timing(latencies)
+from edgecompress.runtimes.base import time_session
 
 
 def gzip_size(path: Path) -> int:
@@ -143,8 +110,8 @@ def run_benchmarks(
 ):
     from tqdm import tqdm
 
-    from edgecompress.api import input_shape_of, model_inputs, resolve_preprocessing
     from edgecompress.errors import EdgeCompressError
+    from edgecompress.models.inputs import input_shape_of, model_inputs, resolve_preprocessing
     from edgecompress.models.tasks import TASKS, evaluate
     from edgecompress.reports.records import BenchmarkRecord
     from edgecompress.runtimes import RUNTIMES, get_runtime

@@ -8,6 +8,8 @@ conversion must not be timed.
 from __future__ import annotations
 
 import abc
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,3 +134,37 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     def _open(self, artifact: Artifact, device: str, threads: int | None, trust_model: bool) -> Session: ...
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass(frozen=True)
+class Timing:
+    latencies_ms: np.ndarray
+
+    @property
+    def p50(self) -> float:
+        return float(np.percentile(self.latencies_ms, 50))
+
+    @property
+    def p90(self) -> float:
+        return float(np.percentile(self.latencies_ms, 90))
+
+    @property
+    def p99(self) -> float:
+        return float(np.percentile(self.latencies_ms, 99))
+
+
+def time_session(session, x: np.ndarray, warmup: int = 5, runs: int = 50, tick: Callable[[], None] | None = None) -> Timing:
+    prepared = session.prepare_raw(x)
+    for _ in range(warmup):
+        session.run_raw(prepared)
+    latencies = np.empty(runs, dtype=np.float64)
+    for i in range(runs):
+        start = time.perf_counter()
+        session.run_raw(prepared)
+        latencies[i] = (time.perf_counter() - start) * 1000.0
+        if tick:
+            tick()
+    return Timing(latencies)

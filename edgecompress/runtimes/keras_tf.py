@@ -60,7 +60,7 @@ class KerasRuntime(Runtime):
         return False, "TensorFlow sees no GPU (install tensorflow[and-cuda] on a machine with an NVIDIA GPU)"
 
     def _open(self, artifact: Artifact, device: str, threads: int | None, trust_model: bool) -> Session:
-        from edgecompress.models.keras_io import load_keras
+        from edgecompress.runtimes.keras_io import load_keras
 
         tf = import_tensorflow()
         if threads:

@@ -15,9 +15,9 @@ from pathlib import Path
 import click
 
 from edgecompress._env import configure_environment
-from edgecompress.cli_options import overrides as _overrides
-from edgecompress.cli_options import preprocessing_options as _preprocessing_options
-from edgecompress.cli_options import print_for_scripts
+from edgecompress.cli.options import overrides as _overrides
+from edgecompress.cli.options import preprocessing_options as _preprocessing_options
+from edgecompress.cli.options import print_for_scripts
 
 configure_environment()
 
@@ -231,11 +231,11 @@ def demo(output_dir, epochs, runs, quiet):
     click.echo(f"measured on {records[0].machine}; batch 1, {runs} runs; accuracy on digits:test (360 images)")
 
 
-from edgecompress.cli_deploy import deploy  # noqa: E402 - command groups kept in their own modules
-from edgecompress.cli_pipeline import pipeline, report  # noqa: E402
-from edgecompress.cli_qat import binarize, qat  # noqa: E402
-from edgecompress.cli_train import cluster, distill, prune  # noqa: E402
-from edgecompress.cli_zoo import zoo  # noqa: E402
+from edgecompress.cli.deploy import deploy  # noqa: E402 - command groups kept in their own modules
+from edgecompress.cli.pipeline import pipeline, report  # noqa: E402
+from edgecompress.cli.qat import binarize, qat  # noqa: E402
+from edgecompress.cli.train import cluster, distill, prune  # noqa: E402
+from edgecompress.cli.zoo import zoo  # noqa: E402
 
 for _command in (deploy, zoo, prune, cluster, distill, qat, binarize, pipeline, report):
     cli.add_command(_command)
@@ -244,6 +244,3 @@ for _command in (deploy, zoo, prune, cluster, distill, qat, binarize, pipeline, 
 def main() -> None:
     cli(prog_name="compress")
 
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from edgecompress.cli_options import print_for_scripts
+from edgecompress.cli.options import print_for_scripts
 
 
 def _training_options(epochs: int, lr: float):

@@ -25,8 +25,8 @@ def pipeline(recipe, jobs, results, models, variants, check, as_json, quiet):
 
     Every stage is cached by the content of its input and its parameters, so running the same
     recipe again skips what has finished and an interrupted run resumes where it stopped."""
-    from edgecompress.compress.pipeline import results_paths, run_pipeline
-    from edgecompress.compress.recipe import load_recipe
+    from edgecompress.pipeline.recipe import load_recipe
+    from edgecompress.pipeline.run import results_paths, run_pipeline
     from edgecompress.reports.tables import fastest_summary, markdown_table
 
     plan = load_recipe(recipe).select(models, variants)

@@ -22,23 +22,17 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from edgecompress.artifacts import Artifact, write_text_atomic
-from edgecompress.compress.recipe import (
-    DEFAULT_CALIBRATION_SAMPLES,
-    ROLE_SPLITS,
-    DataSpec,
-    ModelSpec,
-    Recipe,
-    VariantSpec,
-    load_passes,
-)
+from edgecompress.compress.passes import load_passes
 from edgecompress.errors import EdgeCompressError
+from edgecompress.models.inputs import DEFAULT_CALIBRATION_SAMPLES
+from edgecompress.pipeline.executors import Executor, LocalExecutor, make_executor
+from edgecompress.pipeline.recipe import ROLE_SPLITS, DataSpec, ModelSpec, Recipe, VariantSpec
 from edgecompress.reports.records import BenchmarkRecord
 from edgecompress.reports.store import DEFAULT_NAME, ResultsStore
 
@@ -47,8 +41,6 @@ log = logging.getLogger(__name__)
 #: bump when a stage's output for the same key would change (a converter setting, a file layout)
 CACHE_VERSION = 1
 STAGE_FILE = "stage.json"
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 # --------------------------------------------------------------------------- progress
@@ -88,46 +80,6 @@ class ProgressPrinter:
             from tqdm import tqdm
 
             tqdm.write(line, file=sys.stderr)
-
-
-# --------------------------------------------------------------------------- executors
-
-
-class Executor(Protocol):
-    """Runs independent jobs; yields results as they finish. A scale-out backend (e.g. Ray)
-    only has to implement this one method."""
-
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]: ...
-
-
-class LocalExecutor:
-    """In this process, one job after another."""
-
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
-        for item in items:
-            yield fn(item)
-
-
-@dataclass
-class ProcessExecutor:
-    """A pool of fresh (spawned) processes: TensorFlow does not survive fork."""
-
-    jobs: int
-
-    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
-        import multiprocessing
-
-        if not items:
-            return
-        workers = min(self.jobs, len(items))
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(fn, item) for item in items]
-            for future in as_completed(futures):
-                yield future.result()
-
-
-def make_executor(jobs: int) -> Executor:
-    return LocalExecutor() if jobs <= 1 else ProcessExecutor(jobs)
 
 
 # --------------------------------------------------------------------------- stage cache

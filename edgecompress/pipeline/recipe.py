@@ -25,10 +25,8 @@ bench: {runs: 30, warmup: 3, memory: true}
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
-import pkgutil
 import re
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -36,26 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.artifacts import ModelFormat, detect_format
+from edgecompress.calibration.data import EMBEDDED_DATA
+from edgecompress.compress.passes import load_passes
 from edgecompress.errors import EdgeCompressError, UsageError
 
 ROLES = ("train", "calibration", "eval")
 #: the split of the embedded data sets each role reads, so training and evaluation never overlap
 ROLE_SPLITS = {"train": "train", "calibration": "train", "eval": "test"}
-EMBEDDED_DATA = ("digits", "synthetic-shapes", "synthetic-poses")
-DEFAULT_CALIBRATION_SAMPLES = 100
 _CALL = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?:\((.*)\))?\s*$", re.S)
-_NOT_PASS_MODULES = {"pipeline", "recipe", "passes"}
-
-
-def load_passes():
-    """Import every module of ``edgecompress.compress`` so each pass has registered itself."""
-    import edgecompress.compress as package
-    from edgecompress.compress.passes import PASSES
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name not in _NOT_PASS_MODULES:
-            importlib.import_module(f"{package.__name__}.{info.name}")
-    return PASSES
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from edgecompress.cli_options import overrides as _overrides
-from edgecompress.cli_options import preprocessing_options as _preprocessing_options
-from edgecompress.cli_options import print_for_scripts
+from edgecompress.cli.options import overrides as _overrides
+from edgecompress.cli.options import preprocessing_options as _preprocessing_options
+from edgecompress.cli.options import print_for_scripts
 
 
 def _training_options(epochs: int, lr: float, tflite: bool = True):
