@@ -56,6 +56,7 @@ def main() -> None:
                           force=True, progress=False)  # fmt: skip
     d = report.details
     macs, check = d["macs"], d["check"]
+    check["top1_agreement"] = d["top1_agreement"]
     ratio = float_tflite.size_bytes / report.output.size_bytes
     print(f"binarized layers: {', '.join(d['binarized_layers'])}; float: {', '.join(d['float_layers'])}")
     print(f"binary MACs: {macs['conv_binary_share']:.1%} of convolution MACs ({macs['conv_macs_binary']:,} of "

@@ -121,7 +121,15 @@ def test_shipped_recipes_validate():
 def finetune_pass():
     """A training pass registered like prune/QAT will be: the runner must hand it train data and epochs."""
     from edgecompress.artifacts import ModelFormat
-    from edgecompress.compress.passes import PASSES, Pass, PassResult, load_source, output_metadata
+    from edgecompress.compress.passes import (
+        PASSES,
+        Pass,
+        PassReport,
+        PassResult,
+        Role,
+        load_source,
+        output_metadata,
+    )
 
     seen = []
 
@@ -129,27 +137,29 @@ def finetune_pass():
         name = "test_finetune"
         accepts = (ModelFormat.KERAS_H5,)
         produces = ModelFormat.KERAS_H5
-        needs_training = True
 
-        def __init__(self, lr: float = 1e-3) -> None:
-            self.lr = lr
+        def __init__(self, lr: float = 1e-3, epochs: int = 5) -> None:
+            self.lr, self.epochs = lr, epochs
+
+        def needs(self):
+            return frozenset({Role.TRAIN})
 
         def params(self):
-            return {"lr": self.lr}
+            return {"lr": self.lr, "epochs": self.epochs}
 
         def apply(self, artifact, context):
             from edgecompress.artifacts import Artifact
             from edgecompress.models.train import save_model
 
-            seen.append((len(context.train), context.train.input_shape, context.epochs))
+            seen.append((len(context.train), context.train.input_shape, self.epochs))
             source = load_source(artifact, context)
             metadata = output_metadata(artifact, source, context, self.name, self.params())
             save_model(source.model, context.output, metadata)
-            return PassResult(Artifact.open(context.output), {"pass": self.name})
+            return PassResult(Artifact.open(context.output), PassReport(pass_name=self.name, params={}, seconds=0.0))
 
     PASSES.add(FineTune.name, FineTune)
     yield seen
-    PASSES._items.pop(FineTune.name)
+    PASSES.remove(FineTune.name)
 
 
 def test_training_pass_receives_train_data_and_zoo_model_is_cached(tmp_path, finetune_pass):
@@ -164,14 +174,14 @@ def test_training_pass_receives_train_data_and_zoo_model_is_cached(tmp_path, fin
     fake = tmp_path / "file.h5"
     fake.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
     with_file = {**recipe, "models": [{"name": "mine", "file": str(fake)}]}
-    with pytest.raises(UsageError, match=r"pass 'test_finetune\(lr=0.01\)' needs train data, and model 'mine' has none"):
+    with pytest.raises(UsageError, match=r"pass 'test_finetune\(lr=0.01, epochs=2\)' needs train data, and model 'mine' has none"):
         load_recipe(write_recipe(tmp_path, with_file))
     recipe["data"]["train"] = {"spec": "digits", "samples": 64}
     plan = load_recipe(write_recipe(tmp_path, recipe))
     first = run_pipeline(plan, progress=False)
     assert finetune_pass == [(64, (32, 32, 3), 2)]
     assert [(s.stage, s.status) for s in first.stages] == [
-        ("build(mobilenet_v2)", "done"), ("test_finetune(lr=0.01)", "done"), ("bench(keras, cpu, threads=default)", "done")
+        ("build(mobilenet_v2)", "done"), ("test_finetune(lr=0.01, epochs=2)", "done"), ("bench(keras, cpu, threads=default)", "done")
     ]  # fmt: skip
     [record] = first.records
     # Random weights: size and latency, but no metric that would pretend to mean something.

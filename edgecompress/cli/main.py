@@ -17,7 +17,7 @@ import click
 from edgecompress._env import configure_environment
 from edgecompress.cli.options import overrides as _overrides
 from edgecompress.cli.options import preprocessing_options as _preprocessing_options
-from edgecompress.cli.options import print_for_scripts
+from edgecompress.cli.options import print_run
 
 configure_environment()
 
@@ -96,7 +96,7 @@ def quantize(model, output, mode, fmt, per_tensor, io, calib, calib_samples, eva
         calib_samples=calib_samples, eval=eval_data, preprocessing=_overrides(scale, offset, mean, std, color),
         trust_model=trust_model, force=force, progress=not (quiet or as_json),
     )
-    _print_report("quantize", report, time.perf_counter() - started, as_json, quiet)
+    print_run("quantize", report, time.perf_counter() - started, as_json, quiet)
 
 
 @cli.command()
@@ -115,58 +115,11 @@ def export(model, output, fmt, eval_data, scale, offset, mean, std, color, trust
         model, output, format=fmt, eval=eval_data, preprocessing=_overrides(scale, offset, mean, std, color),
         trust_model=trust_model, force=force,
     )
-    _print_report("export", report, time.perf_counter() - started, as_json, quiet)
+    print_run("export", report, time.perf_counter() - started, as_json, quiet)
 
 
 def _default_output(model: Path, tag: str, fmt: str) -> Path:
     return Path(model).with_name(f"{Path(model).stem}.{tag}.{fmt}")
-
-
-def _print_report(command: str, report, seconds: float, as_json: bool, quiet: bool) -> None:
-    from edgecompress.reports.tables import human_bytes
-
-    if print_for_scripts(report, seconds, as_json, quiet):
-        return
-    details = report.details
-    lines = [click.style(f"compress {command}: {report.source.path} → {report.output.path}", bold=True)]
-    if "mode" in details:
-        granularity = "per-channel" if details["per_channel"] else "per-tensor"
-        line = f"{details['mode']} ({details['format']}, {granularity}, {details['io']} I/O)"
-        if report.mode_reason:
-            line += f": {report.mode_reason}"
-        lines.append(f"  mode          {line}")
-    else:
-        lines.append(f"  format        float {details['format']}")
-    if details.get("calibration"):
-        lines.append(f"  calibration   {details['calibration']['samples']} samples from {details['calibration']['source']}")
-    pre = report.output.metadata.preprocessing
-    if pre:
-        lines.append(f"  preprocessing {pre.describe()} ({report.preprocessing_origin})")
-    lines.append(
-        f"  size          {human_bytes(report.source.size_bytes)} → {human_bytes(report.output.size_bytes)}"
-        f" ({report.size_ratio:.2f}× smaller)"
-    )
-    check = details["check"]
-    lines.append(
-        f"  export check  max |Δ| {check['max_abs_diff']:.3g}, mean |Δ| {check['mean_abs_diff']:.3g} on "
-        f"{check['samples']} {check['inputs_from']}: ok (tolerance {check['tolerance']:.1%} of output scale)"
-    )
-    for metric_line in _accuracy_lines(report.evaluation):
-        lines.append(f"  accuracy      {metric_line}")
-    lines.append(f"  took          {seconds:.1f} s")
-    click.echo("\n".join(lines))
-
-
-def _accuracy_lines(evaluation: dict) -> list[str]:
-    if not evaluation:
-        return []
-    source, output = evaluation["source"], evaluation["output"]
-    samples = int(source.get("samples", 0))
-    out = []
-    for name in (k for k in source if k != "samples"):
-        delta = (output[name] - source[name]) * 100
-        out.append(f"{name} {source[name]:.2%} → {output[name]:.2%} ({delta:+.2f} points, {samples} samples)")
-    return out
 
 
 @cli.command()

@@ -35,12 +35,14 @@ def overrides(scale, offset, mean, std, color) -> dict:
         raise click.BadParameter("--mean/--std take comma-separated numbers") from None
 
 
-def print_for_scripts(report, seconds: float, as_json: bool, quiet: bool) -> bool:
-    """The --json / -q output every compressing command shares; True when it printed."""
+def print_run(command: str, run, seconds: float, as_json: bool, quiet: bool) -> None:
+    """What every compressing command prints: JSON, the output path (-q), or the rendered report."""
     if as_json:
-        click.echo(json.dumps({**report.to_dict(), "seconds_total": seconds}, indent=2, default=str))
-        return True
+        click.echo(json.dumps({**run.to_dict(), "seconds_total": seconds}, indent=2, default=str))
+        return
     if quiet:
-        click.echo(str(report.output.path))
-        return True
-    return False
+        click.echo(str(run.output.path))
+        return
+    from edgecompress.reports.passes import render_run, title
+
+    click.echo("\n".join([click.style(title(command, run), bold=True), *render_run(run, seconds)]))

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,13 @@ from edgecompress.compress.passes import (
     PASSES,
     Pass,
     PassContext,
+    PassReport,
     PassResult,
     commit_metadata,
     load_source,
     output_metadata,
 )
-from edgecompress.compress.validate import check_against_source
+from edgecompress.compress.validate import CheckResult, check_against_source
 from edgecompress.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -36,7 +39,12 @@ class OutputFormat(str, enum.Enum):
         return ModelFormat.ONNX if self is OutputFormat.ONNX else ModelFormat.TFLITE
 
 
-@PASSES.register("export", "tflite", "onnx")
+@dataclass(frozen=True, kw_only=True)
+class ExportReport(PassReport):
+    check: CheckResult
+
+
+@PASSES.register("export")
 class ExportPass(Pass):
     """Float export. ``compress quantize`` covers every reduced-precision variant."""
 
@@ -55,6 +63,7 @@ class ExportPass(Pass):
 
     def apply(self, artifact: Artifact, context: PassContext) -> PassResult:
         self.check_input(artifact)
+        started = time.perf_counter()
         keras_model = load_source(artifact, context)
         output = Path(context.output)
         with atomic_path(output) as tmp:
@@ -67,4 +76,5 @@ class ExportPass(Pass):
             check = check_against_source(keras_model, Artifact(tmp, self.produces, metadata), "float", context)
             commit_metadata(output, metadata)
         result = Artifact(output, self.produces, metadata)
-        return PassResult(result, {"pass": self.name, **self.params(), "check": check.to_dict()})
+        report = ExportReport(pass_name=self.name, params=self.params(), seconds=time.perf_counter() - started, check=check)
+        return PassResult(result, report)

@@ -12,6 +12,7 @@ import dataclasses
 import gzip
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,15 @@ import numpy as np
 from edgecompress._env import import_tf_keras
 from edgecompress.artifacts import Artifact, Metadata, ModelFormat
 from edgecompress.calibration.data import ModelInputs
-from edgecompress.compress.passes import Pass, PassContext, PassResult, load_source, output_metadata
+from edgecompress.compress.passes import (
+    Pass,
+    PassContext,
+    PassReport,
+    PassResult,
+    Role,
+    load_source,
+    output_metadata,
+)
 from edgecompress.errors import DataError, UsageError
 from edgecompress.runtimes.keras_io import KerasModel, to_tf_keras
 
@@ -53,6 +62,21 @@ class FineTune:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
+def config_from_params(cls: type, params: dict[str, Any]):
+    """A pass config from flat parameters, as recipes and lineage write them: the budget's fields
+    (epochs, batch_size, lr, seed) go into its ``finetune``, starting from the config's own default
+    budget; an unknown name is an error rather than silently ignored."""
+    budget_fields = {f.name for f in dataclasses.fields(FineTune)}
+    own = {f.name for f in dataclasses.fields(cls)} - {"finetune"}
+    unknown = sorted(set(params) - own - budget_fields)
+    if unknown:
+        raise TypeError(f"unexpected parameter(s): {', '.join(unknown)}")
+    default = cls.__dataclass_fields__["finetune"].default_factory()
+    budget = {k: v for k, v in params.items() if k in budget_fields}
+    finetune = params["finetune"] if isinstance(params.get("finetune"), FineTune) else FineTune(**{**default.to_dict(), **budget})
+    return cls(**{k: v for k, v in params.items() if k in own}, finetune=finetune)
+
+
 def private_copy(artifact: Artifact, context: PassContext) -> tuple[KerasModel, Any]:
     """The loaded source (as tf_keras) and an independent copy with the same weights to train."""
     tf_keras = import_tf_keras()
@@ -67,20 +91,17 @@ def private_copy(artifact: Artifact, context: PassContext) -> tuple[KerasModel, 
 
 
 def task_of(artifact: Artifact, keras_model: KerasModel) -> str:
-    from edgecompress.models.tasks import TASKS, infer_task
+    from edgecompress.models.tasks import task_of as resolve
 
-    task = artifact.metadata.task or infer_task(keras_model.output_shape)
-    if task not in TASKS:
-        raise DataError(
-            f"cannot tell what {artifact.path} predicts, so it cannot be fine-tuned",
-            "record the task in the model's metadata sidecar (task: classification|segmentation|keypoints)",
-        )
-    return TASKS.canonical(task)
+    return resolve(artifact.metadata.task, [tuple(t.shape) for t in keras_model.model.outputs])
 
 
 def require_training_data(context: PassContext, what: str) -> ModelInputs:
     if context.train is None:
         raise DataError(f"{what} fine-tunes the model and needs training data", "pass --data DIR|FILE.npz|digits")
+    if context.train.data.kind is None:
+        raise DataError(f"{what} fine-tunes the model and needs labelled data; {context.train.source} has none",
+                        "pass class folders, a .npz with targets, 'digits', …")  # fmt: skip
     return context.train
 
 
@@ -117,9 +138,19 @@ def write_output(
     return Artifact(output, fmt, metadata)
 
 
+@dataclass(frozen=True, kw_only=True)
+class FineTuneReport(PassReport):
+    """What every fine-tuning pass reports; each pass adds its own fields."""
+
+    task: str
+    metric: str
+    #: float TFLite renderings of source and output ("source", "output" or "output_sparse")
+    tflite: Mapping[str, TFLiteProfile] | None = None
+
+
 class FineTuningPass(Pass):
-    """What prune and cluster share: a private copy is transformed and fine-tuned, scored on held-out
-    data before and after, measured as float TFLite, and saved with its lineage."""
+    """What prune and cluster share: a private copy is transformed and fine-tuned, measured as float
+    TFLite, and saved with its lineage. Scoring source and output is the runner's job."""
 
     accepts = KERAS_OUTPUTS
     produces = ModelFormat.KERAS_H5
@@ -127,13 +158,17 @@ class FineTuningPass(Pass):
     purpose: str
     #: convert source and output to TFLite and measure size, MACs and LiteRT latency
     measure: bool = True
+    report_type: type[FineTuneReport] = FineTuneReport
+
+    def needs(self) -> frozenset[Role]:
+        return frozenset({Role.TRAIN})
 
     @abc.abstractmethod
     def transform(self, model, task: str, train: ModelInputs, context: PassContext) -> tuple[Any, dict[str, Any]]:
-        """The compressed, fine-tuned model and the details of what was done to it."""
+        """The compressed, fine-tuned model and this pass's own report fields."""
 
-    def tflite_measurements(self, source_model, output_model) -> dict[str, Any]:
-        return {"source": tflite_profile(source_model).to_dict(), "output": tflite_profile(output_model).to_dict()}
+    def tflite_measurements(self, source_model, output_model) -> dict[str, TFLiteProfile]:
+        return {"source": tflite_profile(source_model), "output": tflite_profile(output_model)}
 
     def apply(self, artifact: Artifact, context: PassContext) -> PassResult:
         self.check_input(artifact)
@@ -141,21 +176,13 @@ class FineTuningPass(Pass):
         source, model = private_copy(artifact, context)
         task = task_of(artifact, source)
         train = require_training_data(context, self.purpose)
-        before = score(source.model, context.validation, task)
         output, details = self.transform(model, task, train, context)
-        after = score(output, context.validation, task)
-        if self.measure:
-            details["tflite"] = self.tflite_measurements(source.model, output)
+        tflite = self.tflite_measurements(source.model, output) if self.measure else None
         result = write_output(output, artifact, source, context, self.name, self.params())
-        report = {
-            "pass": self.name,
-            **self.params(),
-            "task": task,
-            "metric": primary_metric(task),
-            "evaluation": {"source": before, "output": after} if before is not None else None,
-            **details,
-            "seconds": time.perf_counter() - started,
-        }
+        report = self.report_type(
+            pass_name=self.name, params=self.params(), seconds=time.perf_counter() - started, task=task,
+            metric=primary_metric(task), tflite=tflite, **details,
+        )  # fmt: skip
         return PassResult(result, report)
 
 

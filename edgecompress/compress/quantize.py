@@ -18,14 +18,17 @@ from edgecompress.compress import convert
 from edgecompress.compress.export import OutputFormat
 from edgecompress.compress.passes import (
     PASSES,
+    CalibrationInfo,
     Pass,
     PassContext,
+    PassReport,
     PassResult,
+    Role,
     commit_metadata,
     load_source,
     output_metadata,
 )
-from edgecompress.compress.validate import check_against_source
+from edgecompress.compress.validate import CheckResult, check_against_source
 from edgecompress.errors import DataError, UsageError
 
 
@@ -91,7 +94,13 @@ def choose_mode(requested: str | None, has_calibration: bool) -> tuple[QuantMode
     return QuantMode.DYNAMIC, "no calibration data was given, so dynamic range (pass --calib for full int8)"
 
 
-@PASSES.register("quantize", "ptq")
+@dataclass(frozen=True, kw_only=True)
+class QuantizeReport(PassReport):
+    calibration: CalibrationInfo | None
+    check: CheckResult
+
+
+@PASSES.register("quantize")
 class QuantizePass(Pass):
     name = "quantize"
     accepts = (ModelFormat.KERAS_H5, ModelFormat.KERAS_V3, ModelFormat.SAVEDMODEL)
@@ -101,9 +110,8 @@ class QuantizePass(Pass):
         self.config = config or QuantizeConfig(**kwargs)
         self.produces = ModelFormat.ONNX if self.config.format is OutputFormat.ONNX else ModelFormat.TFLITE
 
-    @property
-    def needs_calibration(self) -> bool:
-        return self.config.mode.needs_calibration
+    def needs(self) -> frozenset[Role]:
+        return frozenset({Role.CALIBRATION}) if self.config.mode.needs_calibration else frozenset()
 
     def params(self) -> dict[str, Any]:
         return self.config.to_dict()
@@ -137,13 +145,8 @@ class QuantizePass(Pass):
             check = check_against_source(keras_model, Artifact(tmp, self.produces, metadata), config.mode.value, context)
             commit_metadata(output, metadata)
         result = Artifact(output, self.produces, metadata)
-        report = {
-            "pass": self.name,
-            **self.params(),
-            "calibration": (
-                {"samples": len(calibration), "source": calibration.source} if calibration is not None else None
-            ),
-            "seconds": seconds,
-            "check": check.to_dict(),
-        }
+        report = QuantizeReport(
+            pass_name=self.name, params=self.params(), seconds=seconds, calibration=CalibrationInfo.of(calibration),
+            check=check,
+        )
         return PassResult(result, report)

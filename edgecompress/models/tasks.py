@@ -276,6 +276,34 @@ def infer_task(output_shape: tuple[int | None, ...]) -> str:
     return "classification" if len(output_shape) == 1 else "unknown"
 
 
+def task_of(declared: str | None, output_shapes: Shapes) -> str:
+    """The task of a model, by one rule for every caller: the task its metadata records, else a
+    guess from its outputs (one flat output is a classifier), else a clear error.
+
+    ``output_shapes`` include the batch dimension, as sessions and Keras report them.
+    """
+    if declared and declared != "unknown":
+        return TASKS.canonical(declared)
+    if len(output_shapes) == 1 and infer_task(tuple(output_shapes[0][1:])) == "classification":
+        return "classification"
+    raise DataError(
+        "cannot tell what this model predicts, so no metric fits it",
+        "record the task in the model's metadata sidecar (task: classification|segmentation|keypoints|detection)",
+    )
+
+
+def evaluate_artifact(artifact, data: ModelInputs, trust_model: bool = False, session: Session | None = None):
+    """The task's metrics of a model file on labelled data, run in the runtime it deploys with
+    (or in ``session``, when the caller has the model open already)."""
+    if session is not None:
+        shapes = [tuple(o.shape) for o in session.outputs]
+        return evaluate(session, data, task_of(artifact.metadata.task, shapes))
+    from edgecompress.runtimes import open_session
+
+    with open_session(artifact, trust_model=trust_model) as opened:
+        return evaluate_artifact(artifact, data, trust_model, opened)
+
+
 def evaluate(session: Session, data: ModelInputs, task: str = "classification", batch_size: int = 32) -> dict[str, float]:
     """Score a session on labelled data with the task's metrics (fractions in [0, 1]; ``nme`` lower is better)."""
     spec = TASKS.get(task)
