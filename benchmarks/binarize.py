@@ -31,7 +31,7 @@ def main() -> None:
 
     from edgecompress import api
     from edgecompress.artifacts import InputSpec, Metadata
-    from edgecompress.compress.binarize import binarynet_cnn
+    from edgecompress.models.binarynet import binarynet_cnn
     from edgecompress.models.train import accuracy, save_model, train_classifier
     from edgecompress.models.zoo import SYMMETRIC
     from edgecompress.reports.tables import human_bytes

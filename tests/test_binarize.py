@@ -18,7 +18,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def digits_cnn(workdir):
     """A float BinaryNet-style CNN (width 32) trained for 2 epochs on digits at 32 px, grey."""
-    from edgecompress.compress.binarize import binarynet_cnn
+    from edgecompress.models.binarynet import binarynet_cnn
     from edgecompress.models.train import save_model, train_classifier
 
     model = binarynet_cnn(SIZE, 10, channels=1, width=32)

@@ -96,20 +96,15 @@ def test_validation_error_is_one_cli_line(tmp_path):
 
 
 def test_shipped_recipes_validate():
-    from edgecompress.compress.passes import PASSES
     from edgecompress.models.zoo import ZOO
 
     quick = load_recipe(ROOT / "recipes" / "quick.yaml")
     assert len({ZOO.get(m.zoo).family for m in quick.models}) >= 3
     assert len({v.name for v in quick.variants}) >= 4 and len(quick.targets.runtimes) >= 2
     assert all(m.train is not None for m in quick.models)  # metrics of trained models only
-    seed = ROOT / "recipes" / "seed-table.yaml"
-    if "qat" in PASSES:
-        recipe = load_recipe(seed)
-        assert {m.params["input_size"] for m in recipe.models} == {224, 299}
-    else:  # QAT is another issue's pass: the recipe must say so, not fake it
-        with pytest.raises(UsageError, match=r"pass 'qat' is not registered"):
-            load_recipe(seed)
+    seed = load_recipe(ROOT / "recipes" / "seed-table.yaml")
+    assert {m.latency_at for m in seed.models} == {224, 299}  # the published sizes, for latency
+    assert [v.passes[-1].name for v in seed.variants] == ["export", "quantize", "qat"]
     passes = load_passes()
     assert "export" in passes and "quantize" in passes
 

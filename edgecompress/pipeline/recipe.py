@@ -89,6 +89,9 @@ class ModelSpec:
     train: TrainSpec | None = None
     data: DataPlan = field(default_factory=DataPlan)
     task: str | None = None
+    #: time the outputs at this square input size (same files, input resized in the interpreter);
+    #: the metric stays at the trained size. For tables that quote published sizes (224, 299 px).
+    latency_at: int | None = None
 
     @property
     def measures_metric(self) -> bool:
@@ -335,7 +338,8 @@ def _model(value: Any, at: _At, base: Path, default_data: DataPlan) -> ModelSpec
 
     if isinstance(value, str):
         value = {"zoo": value}
-    value = at.mapping(value, ("name", "zoo", "params", "file", "train", "data", "trust_model"))
+    value = at.mapping(value, ("name", "zoo", "params", "file", "train", "data", "trust_model", "latency_at"))
+    latency_at = _int(value["latency_at"], at / "latency_at", minimum=1) if value.get("latency_at") is not None else None
     if ("zoo" in value) == ("file" in value):
         raise at.error("a model needs exactly one of 'zoo' (a zoo name) or 'file' (a model path)")
     data = _data_plan(value.get("data") or {}, at / "data", base, default_data)
@@ -350,7 +354,7 @@ def _model(value: Any, at: _At, base: Path, default_data: DataPlan) -> ModelSpec
         from edgecompress.artifacts import read_sidecar
 
         task = (read_sidecar(file).task if read_sidecar(file) else None) if fmt.is_keras else None
-        return ModelSpec(str(value.get("name") or file.stem), file=file, data=data, task=task)
+        return ModelSpec(str(value.get("name") or file.stem), file=file, data=data, task=task, latency_at=latency_at)
     try:
         entry = ZOO.get(str(value["zoo"]))
     except UsageError as exc:
@@ -378,7 +382,7 @@ def _model(value: Any, at: _At, base: Path, default_data: DataPlan) -> ModelSpec
         except (UsageError, TypeError) as exc:
             raise (at / "train").error(str(exc)) from None
     return ModelSpec(str(value.get("name") or entry.name), zoo=entry.name, params=dict(params), train=train,
-                     data=data, task=entry.task)  # fmt: skip
+                     data=data, task=entry.task, latency_at=latency_at)  # fmt: skip
 
 
 def parse_pass(value: Any, at: _At) -> PassSpec:

@@ -33,7 +33,7 @@ from edgecompress.errors import EdgeCompressError
 from edgecompress.models.inputs import Role
 from edgecompress.pipeline.executors import Executor, LocalExecutor, make_executor
 from edgecompress.pipeline.recipe import ModelSpec, Recipe, VariantSpec
-from edgecompress.reports.records import BenchmarkRecord
+from edgecompress.reports.records import BenchmarkRecord, machine_description
 from edgecompress.reports.store import DEFAULT_NAME, ResultsStore
 
 log = logging.getLogger(__name__)
@@ -358,6 +358,7 @@ def bench_variant(
     facts = FileFacts.of(artifact)
     data = _inputs_for(eval_data, artifact, recipe.trust_model)
     reference = baseline["metrics"] if baseline else None
+    latency_input = _latency_input(model, artifact)
     stages: list[StageOutcome] = []
     failures: list[str] = []
     bench = recipe.bench
@@ -373,7 +374,7 @@ def bench_variant(
                     "stage": "bench", "input": facts.sha256, "runtime": runtime.name, "version": runtime.version(),
                     "device": device, "threads": threads, "runs": bench.runs, "warmup": bench.warmup,
                     "memory": bench.memory, "eval": model.data.validation.fingerprint() if data is not None else None,
-                    "model": model.name, "variant": variant.key,
+                    "model": model.name, "variant": variant.key, "latency_input": latency_input,
                 })  # fmt: skip
                 if store.has(key):
                     outcome = StageOutcome("bench", model.name, variant.key, label, key, "cached")
@@ -384,7 +385,7 @@ def bench_variant(
                 if available:
                     printer.started(model.name, variant.key, label)
                 measured = measure(artifact, runtime, device, threads, bench.warmup, bench.runs, data,
-                                   recipe.trust_model, bench.memory)  # fmt: skip
+                                   recipe.trust_model, bench.memory, latency_input=latency_input)  # fmt: skip
                 record = make_record(artifact, facts, measured, device, threads, bench.runs, model.name, variant.name,
                                      reference)  # fmt: skip
                 seconds = time.perf_counter() - started
@@ -399,6 +400,15 @@ def bench_variant(
                 printer.finished(outcome)
                 stages.append(outcome)
     return stages, failures
+
+
+def _latency_input(model: ModelSpec, artifact: Artifact) -> tuple[int, ...] | None:
+    if model.latency_at is None:
+        return None
+    from edgecompress.models.inputs import input_shape_of
+
+    shape = input_shape_of(artifact)
+    return (model.latency_at, model.latency_at, *shape[2:])
 
 
 def _eval_data(model: ModelSpec, source: str):
@@ -458,7 +468,9 @@ def run_pipeline(
     result = PipelineResult(recipe.name, store_file)
     with exclusive_run(store_file.parent):
         _run_phases(recipe, result, executor, cache, printer, bars)
-    result.seconds = time.perf_counter() - started
+        result.seconds = time.perf_counter() - started
+        with ResultsStore(store_file) as store:
+            store.log_run(recipe.name, result.seconds, result.count("done"), result.count("cached"), machine_description())
     return result
 
 

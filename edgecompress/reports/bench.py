@@ -128,14 +128,18 @@ class Measurement:
     peak_memory_bytes: int | None = None
     metrics: Mapping[str, float] | None = None
     metric_name: str | None = None
+    latency_input_shape: tuple[int, ...] | None = None
 
 
 def measure(
     artifact, runtime, device: str = "cpu", threads: int | None = None, warmup: int = 5, runs: int = 50,
     data: ModelInputs | None = None, trust_model: bool = False, memory: bool = True,
-    tick: Callable[[], None] | None = None,
+    tick: Callable[[], None] | None = None, latency_input: tuple[int, ...] | None = None,
 ) -> Measurement:  # fmt: skip
-    """Time one model on one runtime (batch 1) and score it on ``data``; errors become a status."""
+    """Score one model on ``data`` and time it (batch 1) on one runtime; errors become a status.
+
+    ``latency_input``: time the same file at this input shape instead (see ``Session.resize_input``);
+    the metric is always measured at the model's own size."""
     from edgecompress.errors import EdgeCompressError
     from edgecompress.models.tasks import TASKS, evaluate, task_of
 
@@ -145,18 +149,22 @@ def measure(
         return Measurement(runtime.name, version, "unavailable", f"no {device} here: {why}")
     try:
         with runtime.open(artifact, device, threads, trust_model) as session:
-            shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
-            sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-            timing = time_session(session, sample, warmup, runs, tick=tick)
             metrics = metric_name = None
             if data is not None:
                 task = task_of(artifact.metadata.task, [tuple(o.shape) for o in session.outputs])
                 metrics, metric_name = evaluate(session, data, task), TASKS.get(task).primary_metric
-        peak = peak_memory(runtime.name, artifact.path, threads, trust_model) if device == "cpu" and memory else None
+            if latency_input is not None:
+                session.resize_input(tuple(latency_input))
+            shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+            sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+            timing = time_session(session, sample, warmup, runs, tick=tick)
+        peak = None
+        if device == "cpu" and memory and latency_input is None:
+            peak = peak_memory(runtime.name, artifact.path, threads, trust_model)
     except EdgeCompressError as exc:
         return Measurement(runtime.name, version, "error", str(exc), exc.exit_code)
     return Measurement(runtime.name, version, timing=timing, peak_memory_bytes=peak, metrics=metrics,
-                       metric_name=metric_name)  # fmt: skip
+                       metric_name=metric_name, latency_input_shape=tuple(latency_input) if latency_input else None)  # fmt: skip
 
 
 def make_record(
@@ -182,7 +190,7 @@ def make_record(
         peak_memory_bytes=m.peak_memory_bytes, runs=runs if timing else 0, metric_name=m.metric_name,
         metric_value=value, metric_delta=value - base if value is not None and base is not None else None,
         metrics=metrics, lineage=tuple(s.step for s in artifact.metadata.lineage), status=m.status, note=m.note,
-        error_code=m.error_code,
+        error_code=m.error_code, latency_input_shape=m.latency_input_shape,
     )  # fmt: skip
 
 

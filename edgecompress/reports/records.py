@@ -39,6 +39,8 @@ class BenchmarkRecord:
     throughput_per_s: float | None = None
     peak_memory_bytes: int | None = None
     batch_size: int = 1
+    #: the input shape latency was measured at (without batch), when it is not the model's own
+    latency_input_shape: tuple[int, ...] | None = None
     runs: int = 0
     metric_name: str | None = None
     metric_value: float | None = None
@@ -56,6 +58,8 @@ class BenchmarkRecord:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lineage", tuple(self.lineage))
+        if self.latency_input_shape is not None:
+            object.__setattr__(self, "latency_input_shape", tuple(self.latency_input_shape))
 
     def to_dict(self) -> dict[str, Any]:
         row = asdict(self)

@@ -75,6 +75,13 @@ class Session(abc.ABC):
     def run_raw(self, prepared) -> None:
         """One inference on prepared inputs, nothing else: what latency benchmarks time."""
 
+    def resize_input(self, shape: tuple[int, ...]) -> None:
+        """Run the same file at another input size (batch 1). Convolutional backbones with global
+        pooling allow it, and their weights do not change; runtimes that cannot say so."""
+        from edgecompress.errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.runtime} cannot change a model's input size", "measure this size in LiteRT")
+
     def close(self) -> None:  # noqa: B027 - most backends free themselves
         pass
 
