@@ -126,12 +126,14 @@ def prune(
     trust_model: bool = False,
     force: bool = False,
     progress: bool = True,
+    strategy: str = "default",
 ) -> PassRun:
     """Prune a Keras model (unstructured / 2:4 with TFMOT, or whole channels) and fine-tune it."""
     from edgecompress.compress.finetune import FineTune
     from edgecompress.compress.prune import PruneConfig, PrunePass
 
-    config = PruneConfig(sparsity, structure, schedule, criterion, FineTune(epochs, batch_size, lr), distill)
+    budget = FineTune(epochs, batch_size, lr, strategy=strategy)
+    config = PruneConfig(sparsity, structure, schedule, criterion, budget, distill)
     plan = _training_plan(data, eval, val_split)
     return run_pass(PrunePass(config, measure=measure), model, output, plan, preprocessing, trust_model, force, progress)
 
@@ -152,12 +154,14 @@ def cluster(
     trust_model: bool = False,
     force: bool = False,
     progress: bool = True,
+    strategy: str = "default",
 ) -> PassRun:
     """Cluster a Keras model's weights into ``clusters`` shared values (TFMOT) and fine-tune it."""
     from edgecompress.compress.cluster import ClusterConfig, ClusterPass
     from edgecompress.compress.finetune import FineTune
 
-    step = ClusterPass(ClusterConfig(clusters, init, FineTune(epochs, batch_size, lr)), measure=measure)
+    budget = FineTune(epochs, batch_size, lr, strategy=strategy)
+    step = ClusterPass(ClusterConfig(clusters, init, budget), measure=measure)
     return run_pass(step, model, output, _training_plan(data, eval, val_split), preprocessing, trust_model, force,
                     progress)  # fmt: skip
 
@@ -179,12 +183,14 @@ def distill(
     trust_model: bool = False,
     force: bool = False,
     progress: bool = True,
+    strategy: str = "default",
 ) -> PassRun:
     """Distill ``teacher`` into ``student`` (a zoo name with parameters, or a model file)."""
     from edgecompress.compress.distill import DistillConfig, DistillPass
     from edgecompress.compress.finetune import FineTune
 
-    step = DistillPass(DistillConfig(str(student), temperature, alpha, FineTune(epochs, batch_size, lr), baseline))
+    budget = FineTune(epochs, batch_size, lr, strategy=strategy)
+    step = DistillPass(DistillConfig(str(student), temperature, alpha, budget, baseline))
     return run_pass(step, teacher, output, _training_plan(data, eval, val_split), preprocessing, trust_model, force,
                     progress)  # fmt: skip
 
@@ -206,6 +212,7 @@ def qat(
     trust_model: bool = False,
     force: bool = False,
     progress: bool = True,
+    strategy: str = "default",
 ) -> PassRun:
     """Quantization-aware training to full-int8 TFLite.
 
@@ -215,7 +222,7 @@ def qat(
     from edgecompress.compress.qat import QATConfig, QATPass
 
     config = QATConfig(epochs=epochs, batch_size=batch_size, lr=lr, preserve=preserve, skip_layers=tuple(skip_layers),
-                       calibration_samples=calib_samples, init_ranges=init_ranges)  # fmt: skip
+                       calibration_samples=calib_samples, init_ranges=init_ranges, strategy=strategy)  # fmt: skip
     return run_pass(QATPass(config, compare=compare), model, output, _training_plan(data, eval), preprocessing,
                     trust_model, force, progress)  # fmt: skip
 
@@ -233,12 +240,14 @@ def binarize(
     trust_model: bool = False,
     force: bool = False,
     progress: bool = True,
+    strategy: str = "default",
 ) -> PassRun:
     """Binarize a classifier with Larq, distilled from the float model, to a bit-packed LCE TFLite;
     the evaluation scores the float source (Keras) and the binarized model (LCE) on the same data."""
     from edgecompress.compress.binarize import BinarizeConfig, BinarizePass
 
-    step = BinarizePass(BinarizeConfig(epochs=epochs, batch_size=batch_size, lr=lr, binarize_all=binarize_all))
+    step = BinarizePass(BinarizeConfig(epochs=epochs, batch_size=batch_size, lr=lr, binarize_all=binarize_all,
+                                        strategy=strategy))
     return run_pass(step, model, output, _training_plan(data, eval), preprocessing, trust_model, force, progress)
 
 

@@ -46,3 +46,31 @@ def print_run(command: str, run, seconds: float, as_json: bool, quiet: bool) -> 
     from edgecompress.reports.passes import render_run, title
 
     click.echo("\n".join([click.style(title(command, run), bold=True), *render_run(run, seconds)]))
+
+
+def strategy_option(func):
+    """``--strategy``: the tf.distribute strategy a training command builds and trains under."""
+    from edgecompress.models.distribute import STRATEGIES
+
+    return click.option(
+        "--strategy", type=click.Choice(STRATEGIES), default="default", show_default=True,
+        help="tf.distribute: mirrored = this machine's GPUs (EDGECOMPRESS_CPU_REPLICAS=N splits the CPU); "
+        "multi-worker = the machines TF_CONFIG names, each running this same command.",
+    )(func)  # fmt: skip
+
+
+def start_strategy(strategy: str, output):
+    """Build the strategy before TensorFlow runs anything (multi-worker must come first), and the
+    output path this worker writes: a multi-worker run's other workers write to a temporary
+    directory, since every worker saves (saving reads the replicas) but only the chief's file counts."""
+    import tempfile
+    from pathlib import Path
+
+    from edgecompress.models import distribute
+
+    if distribute.is_default(strategy):
+        return output
+    distribute.get_strategy(strategy)
+    if strategy == "multi-worker" and not distribute.is_chief():
+        return Path(tempfile.mkdtemp(prefix="edgecompress-worker-")) / Path(output).name
+    return output

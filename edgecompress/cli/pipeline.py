@@ -12,7 +12,16 @@ import click
 @click.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
-              help="Run independent variants in this many processes (benchmarks still run one at a time).")
+              help="Run independent variants in this many processes (benchmarks still run one at a time); "
+                   "with --executor ray and no --ray-address: the local Ray instance's CPUs.")
+@click.option("--executor", type=click.Choice(["local", "process", "ray"]), default=None,
+              help="Where jobs run: this process, a process pool (default with --jobs > 1), or Ray "
+                   "(needs edgecompress[ray]; benchmarks run alone on their node).")
+@click.option("--ray-address", metavar="auto|HOST:PORT",
+              help="The Ray cluster to run on (default: start a local instance). Every node needs "
+                   "--resources='{\"bench\": 1}' and the results directory on a shared filesystem.")
+@click.option("--ray-gpus", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="GPUs each training job (zoo training, chains with a training pass) asks Ray for.")
 @click.option("--results", type=click.Path(path_type=Path),
               help="Results store (.sqlite); the stage cache goes next to it. Default: the recipe's output dir.")
 @click.option("--model", "models", multiple=True, help="Only this model of the recipe (repeatable).")
@@ -20,11 +29,12 @@ import click
 @click.option("--check", is_flag=True, help="Validate the recipe and print the plan; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary and records as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-stage progress.")
-def pipeline(recipe, jobs, results, models, variants, check, as_json, quiet):
+def pipeline(recipe, jobs, executor, ray_address, ray_gpus, results, models, variants, check, as_json, quiet):
     """Run RECIPE.yaml: models × variants (chains of passes) × targets, benchmarked into a results store.
 
     Every stage is cached by the content of its input and its parameters, so running the same
     recipe again skips what has finished and an interrupted run resumes where it stopped."""
+    from edgecompress.pipeline.executors import make_executor
     from edgecompress.pipeline.recipe import load_recipe
     from edgecompress.pipeline.run import results_paths, run_pipeline
     from edgecompress.reports.tables import fastest_summary, markdown_table
@@ -34,7 +44,10 @@ def pipeline(recipe, jobs, results, models, variants, check, as_json, quiet):
     if check:
         _print_plan(plan, store, cache, as_json)
         return
-    result = run_pipeline(plan, store, jobs=jobs, progress=not (quiet or as_json))
+    if ray_gpus and executor != "ray":
+        raise click.UsageError("--ray-gpus applies to --executor ray only")
+    runner = make_executor(jobs, executor, ray_address)
+    result = run_pipeline(plan, store, executor=runner, progress=not (quiet or as_json), training_gpus=ray_gpus)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edgecompress.cli.options import print_run
+from edgecompress.cli.options import print_run, start_strategy, strategy_option
 
 
 def _training_options(epochs: int, lr: float):
@@ -46,17 +46,18 @@ def _default_output(model: Path, tag: str) -> Path:
 @click.option("--init-ranges/--no-init-ranges", default=False, show_default=True,
               help="Start activation ranges from the data, not TFMOT's [-6, 6] (helps short runs on wide ranges).")
 @_training_options(epochs=2, lr=3e-5)
+@strategy_option
 def qat(model, output, preserve, skip_layers, calib_samples, no_compare, init_ranges, data, eval_data, epochs, batch_size, lr,
-        trust_model, force, as_json, quiet):  # fmt: skip
+        trust_model, force, as_json, quiet, strategy):  # fmt: skip
     """Quantization-aware training of a Keras MODEL, converted to a full-int8 TFLite file."""
     from edgecompress import api
 
-    output = output or _default_output(model, "qat")
+    output = start_strategy(strategy, output or _default_output(model, "qat"))
     started = time.perf_counter()
     report = api.qat(
         model, output, data, epochs=epochs, batch_size=batch_size, lr=lr, preserve=preserve, skip_layers=skip_layers,
         eval=eval_data, calib_samples=calib_samples, compare=not no_compare, init_ranges=init_ranges, trust_model=trust_model, force=force,
-        progress=not (quiet or as_json),
+        progress=not (quiet or as_json), strategy=strategy,
     )  # fmt: skip
     print_run("qat", report, time.perf_counter() - started, as_json, quiet)
 
@@ -66,14 +67,16 @@ def qat(model, output, preserve, skip_layers, calib_samples, no_compare, init_ra
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output .tflite (default: MODEL.binary.tflite).")
 @click.option("--binarize-all", is_flag=True, help="Binarize the first and last layers too (default: they stay float).")
 @_training_options(epochs=10, lr=1e-3)
-def binarize(model, output, binarize_all, data, eval_data, epochs, batch_size, lr, trust_model, force, as_json, quiet):
+@strategy_option
+def binarize(model, output, binarize_all, data, eval_data, epochs, batch_size, lr, trust_model, force, as_json, quiet,
+             strategy):  # fmt: skip
     """Binarize a Keras classifier MODEL with Larq (distilled from it) and write a bit-packed LCE TFLite."""
     from edgecompress import api
 
-    output = output or _default_output(model, "binary")
+    output = start_strategy(strategy, output or _default_output(model, "binary"))
     started = time.perf_counter()
     report = api.binarize(
         model, output, data, epochs=epochs, batch_size=batch_size, lr=lr, binarize_all=binarize_all, eval=eval_data,
-        trust_model=trust_model, force=force, progress=not (quiet or as_json),
+        trust_model=trust_model, force=force, progress=not (quiet or as_json), strategy=strategy,
     )  # fmt: skip
     print_run("binarize", report, time.perf_counter() - started, as_json, quiet)

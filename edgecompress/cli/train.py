@@ -10,7 +10,7 @@ import click
 
 from edgecompress.cli.options import overrides as _overrides
 from edgecompress.cli.options import preprocessing_options as _preprocessing_options
-from edgecompress.cli.options import print_run
+from edgecompress.cli.options import print_run, start_strategy, strategy_option
 
 
 def _training_options(epochs: int, lr: float, tflite: bool = True):
@@ -32,7 +32,7 @@ def _training_options(epochs: int, lr: float, tflite: bool = True):
     def decorator(func):
         for option in reversed(options):
             func = option(func)
-        return _preprocessing_options(func)
+        return strategy_option(_preprocessing_options(func))
 
     return decorator
 
@@ -55,17 +55,18 @@ def _default_output(model: Path, tag: str) -> Path:
               help="Channels: fine-tune with the unpruned model as teacher (knowledge distillation).")
 @_training_options(epochs=2, lr=1e-4)
 def prune(model, sparsity, structure, schedule, criterion, distill, data, eval_data, val_split, epochs, batch_size, lr, output,
-          no_tflite, scale, offset, mean, std, color, trust_model, force, as_json, quiet):  # fmt: skip
+          no_tflite, scale, offset, mean, std, color, trust_model, force, as_json, quiet, strategy):  # fmt: skip
     """Prune MODEL (unstructured or 2:4 with TFMOT, or whole channels) and fine-tune it on --data."""
     from edgecompress import api
 
-    output = output or _default_output(model, "channels" if structure == "channels" else "pruned")
+    tag = "channels" if structure == "channels" else "pruned"
+    output = start_strategy(strategy, output or _default_output(model, tag))
     started = time.perf_counter()
     report = api.prune(
         model, output, data, sparsity=sparsity, structure=structure, schedule=schedule, criterion=criterion,
         distill=distill, epochs=epochs, batch_size=batch_size, lr=lr, eval=eval_data, val_split=val_split,
         preprocessing=_overrides(scale, offset, mean, std, color), measure=not no_tflite, trust_model=trust_model,
-        force=force, progress=not (quiet or as_json),
+        force=force, progress=not (quiet or as_json), strategy=strategy,
     )  # fmt: skip
     print_run("prune", report, time.perf_counter() - started, as_json, quiet)
 
@@ -78,16 +79,17 @@ def prune(model, sparsity, structure, schedule, criterion, distill, data, eval_d
               show_default=True, help="How the centroids start.")
 @_training_options(epochs=2, lr=1e-4)
 def cluster(model, clusters, init, data, eval_data, val_split, epochs, batch_size, lr, output, no_tflite,
-            scale, offset, mean, std, color, trust_model, force, as_json, quiet):  # fmt: skip
+            scale, offset, mean, std, color, trust_model, force, as_json, quiet, strategy):  # fmt: skip
     """Cluster MODEL's weights into --clusters shared values (TFMOT) and fine-tune it on --data."""
     from edgecompress import api
 
-    output = output or _default_output(model, "clustered")
+    output = start_strategy(strategy, output or _default_output(model, "clustered"))
     started = time.perf_counter()
     report = api.cluster(
         model, output, data, clusters=clusters, init=init, epochs=epochs, batch_size=batch_size, lr=lr,
         eval=eval_data, val_split=val_split, preprocessing=_overrides(scale, offset, mean, std, color),
         measure=not no_tflite, trust_model=trust_model, force=force, progress=not (quiet or as_json),
+        strategy=strategy,
     )  # fmt: skip
     print_run("cluster", report, time.perf_counter() - started, as_json, quiet)
 
@@ -102,16 +104,16 @@ def cluster(model, clusters, init, data, eval_data, val_split, epochs, batch_siz
 @click.option("--no-baseline", is_flag=True, help="Skip training the student alone for comparison.")
 @_training_options(epochs=10, lr=2e-3, tflite=False)
 def distill(teacher, student, temperature, alpha, no_baseline, data, eval_data, val_split, epochs, batch_size, lr,
-            output, scale, offset, mean, std, color, trust_model, force, as_json, quiet):  # fmt: skip
+            output, scale, offset, mean, std, color, trust_model, force, as_json, quiet, strategy):  # fmt: skip
     """Train --student from --teacher's outputs on --data (and alone, for comparison)."""
     from edgecompress import api
 
-    output = output or _default_output(teacher, "student")
+    output = start_strategy(strategy, output or _default_output(teacher, "student"))
     started = time.perf_counter()
     report = api.distill(
         teacher, student, output, data, temperature=temperature, alpha=alpha, baseline=not no_baseline,
         epochs=epochs, batch_size=batch_size, lr=lr, eval=eval_data, val_split=val_split,
         preprocessing=_overrides(scale, offset, mean, std, color), trust_model=trust_model, force=force,
-        progress=not (quiet or as_json),
+        progress=not (quiet or as_json), strategy=strategy,
     )  # fmt: skip
     print_run("distill", report, time.perf_counter() - started, as_json, quiet)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from edgecompress.cli.options import start_strategy, strategy_option
+
 PARAM_OPTIONS = [
     click.option("--input-size", type=click.IntRange(8), help="Input height = width in pixels."),
     click.option("--alpha", type=click.FloatRange(0.01), help="Width multiplier."),
@@ -78,12 +80,14 @@ def build(name, output, force, **params):
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output .h5 or .keras file.")
 @click.option("--force", is_flag=True, help="Overwrite the output if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def train(name, data, epochs, batch_size, lr, val_split, output, force, quiet, **params):
+@strategy_option
+def train(name, data, epochs, batch_size, lr, val_split, output, force, quiet, strategy, **params):
     """Train zoo model NAME; keeps the best validation epoch and writes the metadata sidecar."""
     from edgecompress.models.train import train_zoo
 
+    output = start_strategy(strategy, output)
     result = train_zoo(
-        name, output, data, epochs, val_split, batch_size, lr, params, progress=not quiet, force=force
+        name, output, data, epochs, val_split, batch_size, lr, params, progress=not quiet, force=force, strategy=strategy
     )
     metric = result.metric
     click.echo(f"{result.output}: {name} ({result.task}) trained {result.epochs} epochs on {result.data}")

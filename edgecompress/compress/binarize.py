@@ -46,6 +46,7 @@ from edgecompress.compress.passes import (
 from edgecompress.compress.tflite_graph import op_counts
 from edgecompress.compress.validate import CheckResult, compare_outputs
 from edgecompress.errors import DataError, UnsupportedError, UsageError, ValidationError, require
+from edgecompress.models.distribute import get_strategy, is_default, parse_strategy, scope, sharded_dataset
 from edgecompress.runtimes.keras_io import to_tf_keras
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,11 @@ class BinarizeConfig:
     #: weight of the distillation term; (1 - alpha) goes to cross-entropy on the labels
     alpha: float = 0.7
     seed: int = 0
+    #: the tf.distribute strategy the student trains under; in the cache key unless default
+    strategy: str = "default"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "strategy", parse_strategy(self.strategy))
         if self.epochs < 1 or self.batch_size < 1:
             raise UsageError("--epochs and --batch-size must be at least 1")
         if not self.lr > 0 or not self.temperature > 0:
@@ -87,7 +91,8 @@ class BinarizeConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "binarize_all": self.binarize_all,
-                "temperature": self.temperature, "alpha": self.alpha, "seed": self.seed}  # fmt: skip
+                "temperature": self.temperature, "alpha": self.alpha, "seed": self.seed,
+                **({} if is_default(self.strategy) else {"strategy": self.strategy})}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BinarizeConfig:
@@ -231,7 +236,8 @@ def distill(student, teacher, train: ModelInputs, config: BinarizeConfig, progre
     softmax = getattr(getattr(teacher.layers[-1], "activation", None), "__name__", "") == "softmax"
     steps = config.epochs * int(np.ceil(len(x) / config.batch_size))
     schedule = tf_keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=max(1, steps), alpha=0.01)
-    optimizer = tf_keras.optimizers.Adam(schedule)
+    with scope(config.strategy):  # the optimizer's slots live beside the student's mirrored weights
+        optimizer = tf_keras.optimizers.Adam(schedule)
     temperature, alpha = config.temperature, config.alpha
     cross_entropy = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -246,20 +252,63 @@ def distill(student, teacher, train: ModelInputs, config: BinarizeConfig, progre
         optimizer.apply_gradients(zip(grads, student.trainable_variables, strict=True))
         return loss
 
+    if not is_default(config.strategy):
+        step = _replicated_step(student, teacher, optimizer, config, softmax)
+
     rng = np.random.default_rng(config.seed)
     losses = []
     bar = tqdm(total=steps, disable=not progress, leave=False, unit="step", desc="distilling")
     for _ in range(config.epochs):
         order = rng.permutation(len(x))
         total = 0.0
-        for start in range(0, len(x), config.batch_size):
-            index = order[start : start + config.batch_size]
-            total += float(step(tf.constant(x[index]), tf.constant(y[index]))) * len(index)
+        for start, batch in zip(range(0, len(x), config.batch_size), _batches(x, y, order, config), strict=True):
+            total += float(step(*batch)) * len(order[start : start + config.batch_size])
             bar.update(1)
         losses.append(total / len(x))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
     return losses
+
+
+def _batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, config: BinarizeConfig):
+    """One epoch's batches in ``order``: tensors, or (under a strategy) a dataset sharded over the replicas."""
+    tf = import_tensorflow()
+    if is_default(config.strategy):
+        for start in range(0, len(x), config.batch_size):
+            index = order[start : start + config.batch_size]
+            yield tf.constant(x[index]), tf.constant(y[index])
+        return
+    dataset = sharded_dataset(x[order], y[order], config.batch_size, config.seed, shuffle=False)
+    yield from get_strategy(config.strategy).experimental_distribute_dataset(dataset)
+
+
+def _replicated_step(student, teacher, optimizer, config: BinarizeConfig, softmax: bool):
+    """The distillation step run on every replica: each averages its per-sample losses over the
+    global batch, and the optimizer sums their gradients (one global batch's step)."""
+    tf = import_tensorflow()
+    tf_keras = import_tf_keras()
+    strategy = get_strategy(config.strategy)
+    temperature, alpha = config.temperature, config.alpha
+    cross_entropy = tf_keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=tf_keras.losses.Reduction.NONE
+    )
+
+    def replica(xb, yb):
+        soft_targets = tf.nn.softmax(_as_logits(tf, teacher(xb, training=False), softmax) / temperature)
+        with tf.GradientTape() as tape:
+            logits = _as_logits(tf, student(xb, training=True), softmax)
+            kd = tf_keras.losses.kl_divergence(soft_targets, tf.nn.softmax(logits / temperature))
+            per_sample = alpha * temperature**2 * kd + (1 - alpha) * cross_entropy(yb, logits)
+            loss = tf.nn.compute_average_loss(per_sample)
+        grads = tape.gradient(loss, student.trainable_variables)
+        optimizer.apply_gradients(zip(grads, student.trainable_variables, strict=True))
+        return loss
+
+    @tf.function
+    def step(xb, yb):
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica, args=(xb, yb)), axis=None)
+
+    return step
 
 
 # --------------------------------------------------------------------------- export
@@ -355,7 +404,8 @@ class BinarizePass(Pass):
             )
         started = time.perf_counter()
         teacher, _ = flatten(to_tf_keras(source).model)
-        student, binary, kept, dropped = binarize_model(teacher, self.config.binarize_all)
+        with scope(self.config.strategy):  # the student is what the replicas train
+            student, binary, kept, dropped = binarize_model(teacher, self.config.binarize_all)
         losses = distill(student, teacher, train, self.config, context.progress)
         trained = time.perf_counter() - started
         output = Path(context.output)

@@ -141,7 +141,8 @@ class ClusterPass(finetune.FineTuningPass):
         if ft.epochs:
             from edgecompress.models.train import fine_tune
 
-            fine_tune(wrapped_model, task, train, ft.epochs, ft.batch_size, ft.lr, context.progress, ft.seed)
+            fine_tune(wrapped_model, task, train, ft.epochs, ft.batch_size, ft.lr, context.progress, ft.seed,
+                      strategy=ft.strategy)
         clustered = tfmot.clustering.keras.strip_clustering(wrapped_model)
         counts = unique_values(clustered, wrapped)
         return clustered, {"layers": counts, "max_unique": max(counts.values()), "left_unclustered": skipped}

@@ -31,6 +31,7 @@ from edgecompress.compress import finetune
 from edgecompress.compress.finetune import FineTune
 from edgecompress.compress.passes import PASSES, Pass, PassContext, PassReport, PassResult, Role
 from edgecompress.errors import UnsupportedError, UsageError
+from edgecompress.models import distribute
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,11 @@ def make_distiller(student, task_losses: list[Callable], kd: list[Callable], alp
                 task = tf.add_n([tf.reduce_mean(f(y, o)) for f, y, o in zip(task_losses, targets, outputs, strict=True)])
                 distill = tf.add_n([f(t, o) for f, t, o in zip(kd, teacher, outputs, strict=True)])
                 loss = (1.0 - alpha) * task + alpha * distill
+                # Each replica's loss is a mean over its share of the batch and the optimizer sums the
+                # replicas' gradients: dividing by their number keeps the step of one global batch.
+                scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
             variables = self.student.trainable_variables
-            self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+            self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables, strict=True))
             return {"loss": loss, "task_loss": task, "kd_loss": distill}
 
     return Distiller()
@@ -156,7 +160,9 @@ def train_student(
     student, task: str, x: np.ndarray, targets: list[np.ndarray], teacher_out: list[np.ndarray],
     task_losses: list[Callable], kd: list[Callable], alpha: float, ft: FineTune, progress: bool,
 ) -> dict[str, list[float]]:
-    """Fit the student with Adam + cosine decay (as `models/train.py`); alpha 0 is training alone."""
+    """Fit the student with Adam + cosine decay (as `models/train.py`); alpha 0 is training alone.
+
+    Under ``ft.strategy`` the student must have been built in its scope; batches are sharded by data."""
     tf = import_tensorflow()
     tf_keras = import_tf_keras()
     tf_keras.utils.set_random_seed(ft.seed)
@@ -165,10 +171,13 @@ def train_student(
         .shuffle(len(x), seed=ft.seed, reshuffle_each_iteration=True)
         .batch(ft.batch_size)
     )
+    if not distribute.is_default(ft.strategy):
+        dataset = distribute.sharded_dataset(x, (tuple(targets), tuple(teacher_out)), ft.batch_size, ft.seed)
     steps = ft.epochs * int(np.ceil(len(x) / ft.batch_size))
     schedule = tf_keras.optimizers.schedules.CosineDecay(ft.lr, decay_steps=max(1, steps), alpha=0.05)
-    distiller = make_distiller(student, task_losses, kd, alpha)
-    distiller.compile(optimizer=tf_keras.optimizers.Adam(schedule))
+    with distribute.scope(ft.strategy):
+        distiller = make_distiller(student, task_losses, kd, alpha)
+        distiller.compile(optimizer=tf_keras.optimizers.Adam(schedule))
     callbacks = []
     if progress:
         from tqdm.keras import TqdmCallback
@@ -282,7 +291,8 @@ class DistillPass(Pass):
         teacher_km, teacher = finetune.private_copy(artifact, context)
         task = finetune.task_of(artifact, teacher_km)
         train = finetune.require_training_data(context, "distillation")
-        student, student_meta, student_name = build_student(config.student, teacher, task, context.trust_model)
+        with distribute.scope(ft.strategy):  # the student's variables are the ones replicated
+            student, student_meta, student_name = build_student(config.student, teacher, task, context.trust_model)
         preprocessing = (student_meta.preprocessing if student_meta else None) or context.preprocessing
         shape = tuple(int(d) for d in student.inputs[0].shape[1:])
         student_train = ModelInputs.build(train.data, shape, preprocessing)

@@ -32,6 +32,7 @@ from edgecompress.compress.passes import (
     output_metadata,
 )
 from edgecompress.errors import DataError, UsageError
+from edgecompress.models.distribute import is_default, parse_strategy, scope
 from edgecompress.runtimes.keras_io import KerasModel, to_tf_keras
 
 KERAS_OUTPUTS = (ModelFormat.KERAS_H5, ModelFormat.KERAS_V3, ModelFormat.SAVEDMODEL)
@@ -45,8 +46,12 @@ class FineTune:
     batch_size: int = 32
     lr: float = 1e-4
     seed: int = 0
+    #: the tf.distribute strategy (models/distribute.py); part of the cache key and lineage unless
+    #: it is the default, since replicas change batch-norm statistics and the order of sums
+    strategy: str = "default"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "strategy", parse_strategy(self.strategy))
         if int(self.epochs) < 0:
             raise UsageError(f"--epochs must be 0 or more, not {self.epochs}", "pass --epochs N")
         if int(self.batch_size) < 1:
@@ -55,7 +60,10 @@ class FineTune:
             raise UsageError(f"--lr must be positive, not {self.lr}", "pass e.g. --lr 1e-4")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if is_default(self.strategy):  # keys and lineage of default runs stay what they were
+            del data["strategy"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FineTune:
@@ -77,15 +85,17 @@ def config_from_params(cls: type, params: dict[str, Any]):
     return cls(**{k: v for k, v in params.items() if k in own}, finetune=finetune)
 
 
-def private_copy(artifact: Artifact, context: PassContext) -> tuple[KerasModel, Any]:
-    """The loaded source (as tf_keras) and an independent copy with the same weights to train."""
+def private_copy(artifact: Artifact, context: PassContext, strategy: str | None = None) -> tuple[KerasModel, Any]:
+    """The loaded source (as tf_keras) and an independent copy with the same weights to train,
+    built under ``strategy`` (its variables mirrored on the replicas)."""
     tf_keras = import_tf_keras()
     source = to_tf_keras(load_source(artifact, context))
     model = source.model
     if isinstance(model, tf_keras.Sequential):
         # A functional view of a Sequential model: same layers, and a config the graph tools read.
         model = tf_keras.Model(model.inputs, model.outputs, name=model.name)
-    copy = tf_keras.models.clone_model(model)
+    with scope(strategy):
+        copy = tf_keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return source, copy
 
@@ -170,13 +180,19 @@ class FineTuningPass(Pass):
     def tflite_measurements(self, source_model, output_model) -> dict[str, TFLiteProfile]:
         return {"source": tflite_profile(source_model), "output": tflite_profile(output_model)}
 
+    @property
+    def strategy(self) -> str:
+        return self.config.finetune.strategy  # type: ignore[attr-defined]
+
     def apply(self, artifact: Artifact, context: PassContext) -> PassResult:
         self.check_input(artifact)
         started = time.perf_counter()
-        source, model = private_copy(artifact, context)
+        source, model = private_copy(artifact, context, self.strategy)
         task = task_of(artifact, source)
         train = require_training_data(context, self.purpose)
-        output, details = self.transform(model, task, train, context)
+        # Wrappers (pruning masks, cluster centroids) and rebuilt models get their variables here too.
+        with scope(self.strategy):
+            output, details = self.transform(model, task, train, context)
         tflite = self.tflite_measurements(source.model, output) if self.measure else None
         result = write_output(output, artifact, source, context, self.name, self.params())
         report = self.report_type(

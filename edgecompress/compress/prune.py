@@ -270,7 +270,7 @@ class PrunePass(finetune.FineTuningPass):
 
         fine_tune(
             wrapped_model, task, train, ft.epochs, ft.batch_size, ft.lr, context.progress, ft.seed,
-            callbacks=(tfmot.sparsity.keras.UpdatePruningStep(),),
+            callbacks=(tfmot.sparsity.keras.UpdatePruningStep(),), strategy=ft.strategy,
         )  # fmt: skip
         stripped = tfmot.sparsity.keras.strip_pruning(wrapped_model)
         rows = measure_sparsity(stripped, wrapped)
@@ -292,7 +292,8 @@ class PrunePass(finetune.FineTuningPass):
         elif ft.epochs:
             from edgecompress.models.train import fine_tune
 
-            fine_tune(pruned, task, train, ft.epochs, ft.batch_size, ft.lr, context.progress, ft.seed)
+            fine_tune(pruned, task, train, ft.epochs, ft.batch_size, ft.lr, context.progress, ft.seed,
+                      strategy=ft.strategy)
         result = ChannelsResult(
             int(model.count_params()), int(pruned.count_params()), surgery.groups_pruned, surgery.groups_kept,
             surgery.channels_before, surgery.channels_after, surgery.kept_reasons, surgery.kept_whole_layers, before,

@@ -52,6 +52,7 @@ from edgecompress.compress.tflite_graph import bias_scale_errors, weight_sparsit
 from edgecompress.compress.tflite_graph import max_unique_per_output_channel as tflite_unique_per_channel
 from edgecompress.compress.validate import CheckResult, check_against_source
 from edgecompress.errors import DataError, UnsupportedError, UsageError, ValidationError, require
+from edgecompress.models.distribute import is_default, parse_strategy, replicas, scope
 from edgecompress.runtimes.keras_io import KerasModel, to_tf_keras
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,12 @@ class QATConfig:
     #: default: it brought int8 closer to the QAT Keras model on Inception v3 and ResNet-18, but cost
     #: the digits MobileNetV2 0.83 points of top-1 in benchmarks/qat.py (96.94 % → 96.11 %).
     init_ranges: bool = False
+    #: the tf.distribute strategy QAT trains under (models/distribute.py); in the cache key and
+    #: lineage unless default, since replicas change batch-norm statistics and the order of sums
+    strategy: str = "default"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "strategy", parse_strategy(self.strategy))
         if not isinstance(self.preserve, Preserve):
             try:
                 object.__setattr__(self, "preserve", Preserve(str(self.preserve or "none").lower()))
@@ -102,7 +107,7 @@ class QATConfig:
         return {
             "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "preserve": self.preserve.value,
             "skip_layers": list(self.skip_layers), "calibration_samples": self.calibration_samples, "seed": self.seed,
-            "init_ranges": self.init_ranges,
+            "init_ranges": self.init_ranges, **({} if is_default(self.strategy) else {"strategy": self.strategy}),
         }  # fmt: skip
 
     @classmethod
@@ -463,6 +468,8 @@ class TrainingInfo:
     samples: int
     source: str
     final_loss: float | None
+    #: model copies trained in sync (tf.distribute); 1 with the default strategy
+    replicas: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -525,9 +532,10 @@ class QATPass(Pass):
         started = time.perf_counter()
         source = load_source(artifact, context)
         keras_model = to_tf_keras(source)
-        flat, changes = flatten(keras_model.model)
-        sparsity_before = kernel_sparsity(flat)
-        qat_model, chosen, reordered = prepare(flat, config)
+        with scope(config.strategy):  # the model QAT trains is built with mirrored variables
+            flat, changes = flatten(keras_model.model)
+            sparsity_before = kernel_sparsity(flat)
+            qat_model, chosen, reordered = prepare(flat, config)
         task = task_of(artifact.metadata.task, [tuple(t.shape) for t in source.model.outputs])
         representative = type(train).build(train.data.take(config.calibration_samples, config.seed),
                                            train.input_shape, train.preprocessing)  # fmt: skip
@@ -535,7 +543,7 @@ class QATPass(Pass):
         log.info("QAT: fine-tuning %s for %d epoch(s) on %s", artifact.path.name, config.epochs, train.source)
         history = train_model(
             qat_model, task, train, None, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-            progress=context.progress, seed=config.seed,
+            progress=context.progress, seed=config.seed, strategy=config.strategy,
         )  # fmt: skip
         trained_seconds = time.perf_counter() - started
         output = Path(context.output)
@@ -555,7 +563,7 @@ class QATPass(Pass):
         ptq = self._ptq_baseline(keras_model.model, representative, context, task) if self.compare else None
         report = QATReport(
             pass_name=self.name, params=self.params(), seconds=time.perf_counter() - started, task=task,
-            training=TrainingInfo(len(train), train.source, history.get("loss", [None])[-1]),
+            training=TrainingInfo(len(train), train.source, history.get("loss", [None])[-1], replicas(config.strategy)),
             calibration=CalibrationInfo(len(representative), f"{train.source} (the training data)"),
             activation_ranges_initialised=len(ranges), flattened=changes, our_configs=chosen,
             inputs_reordered_by_tfmot=tuple(reordered),

@@ -17,6 +17,7 @@ import numpy as np
 from edgecompress._env import import_tensorflow, import_tf_keras
 from edgecompress.artifacts import Metadata, atomic_path, check_output_path, write_metadata
 from edgecompress.calibration.data import ImageSet, ModelInputs, load_images
+from edgecompress.models import distribute
 from edgecompress.models.tasks import boxes_from_keypoints, keypoint_outputs, resize_masks, trivial_baseline
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,12 @@ def train_model(
     lr: float = 1e-3,
     progress: bool = True,
     seed: int = 0,
+    strategy: str | None = None,
 ) -> dict[str, list[float]]:
-    """Fit with Adam and the task's losses; keeps the weights of the best validation epoch."""
+    """Fit with Adam and the task's losses; keeps the weights of the best validation epoch.
+
+    With a ``strategy`` other than the default, ``model`` must have been built under its scope
+    (:func:`distribute.scope`); it is compiled there and fed global batches sharded by data."""
     tf_keras = import_tf_keras()
     tf_keras.utils.set_random_seed(seed)
     spec = _fit_spec(model, task, train.data)
@@ -58,7 +63,8 @@ def train_model(
     steps = epochs * int(np.ceil(len(x) / batch_size))
     # Cosine decay: the last epochs settle instead of bouncing between minima on small data.
     schedule = tf_keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
-    model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=_single(spec.losses), metrics=spec.metrics)
+    with distribute.scope(strategy):
+        model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=_single(spec.losses), metrics=spec.metrics)
     callbacks = []
     if progress:
         from tqdm.keras import TqdmCallback
@@ -70,11 +76,18 @@ def train_model(
                 monitor=spec.monitor, mode=spec.mode, patience=epochs, restore_best_weights=True
             )
         )
-    history = model.fit(
-        x, _single(spec.targets), batch_size=batch_size, epochs=epochs, validation_data=val, verbose=0,
-        callbacks=callbacks, shuffle=True,
-    )  # fmt: skip
+    history = _fit(model, x, _single(spec.targets), batch_size, epochs, seed, strategy, validation_data=val,
+                   callbacks=callbacks)  # fmt: skip
     return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def _fit(model, x, targets, batch_size: int, epochs: int, seed: int, strategy: str | None, **kwargs: Any):
+    """Keras fit on arrays (the default strategy: exactly as before), or on a sharded dataset."""
+    if distribute.is_default(strategy):
+        return model.fit(x, targets, batch_size=batch_size, epochs=epochs, verbose=0, shuffle=True, **kwargs)
+    with distribute.scope(strategy):
+        data = distribute.sharded_dataset(x, targets, batch_size, seed)
+        return model.fit(data, epochs=epochs, verbose=0, **kwargs)
 
 
 def _single(values: list) -> Any:
@@ -195,15 +208,19 @@ def train_zoo(
     progress: bool = True,
     force: bool = False,
     seed: int = 0,
+    strategy: str | None = None,
 ) -> ZooTraining:
-    """Build a zoo model, train it (default: its embedded data), save the best epoch with metadata."""
+    """Build a zoo model, train it (default: its embedded data), save the best epoch with metadata.
+
+    ``strategy``: a tf.distribute strategy name; the model is built and trained under it."""
     from edgecompress.models.tasks import TASKS, evaluate
     from edgecompress.models.zoo import ZOO, build
     from edgecompress.runtimes.keras_tf import KerasSession
 
     output = check_output_path(Path(output), force)
     entry = ZOO.get(name)
-    model, metadata = build(name, **(params or {}))
+    with distribute.scope(strategy):
+        model, metadata = build(name, **(params or {}))
     shape = metadata.inputs[0].shape
     spec = str(data) if data is not None else entry.embedded_data
     loaded = load_images(spec, split="train", target_hw=tuple(shape[:2]), need_labels=True)
@@ -213,15 +230,16 @@ def train_zoo(
     train = ModelInputs.build(train_set, shape, metadata.preprocessing)
     validation = ModelInputs.build(val_set, shape, metadata.preprocessing)
     log.info("training %s on %d samples, validating on %d", name, len(train), len(validation))
-    history = train_model(model, entry.task, train, validation, epochs, batch_size, lr, progress, seed)
+    history = train_model(model, entry.task, train, validation, epochs, batch_size, lr, progress, seed, strategy)
     scores = evaluate(KerasSession(model, "cpu", None), validation, entry.task)
     baseline = trivial_baseline(entry.task, train_set, val_set, shapes)
     labels = metadata.labels or (loaded.label_names if entry.task in ("classification", "segmentation") else None)
     metadata = dataclasses.replace(
         metadata,
         labels=labels,
-        extra={**metadata.extra, "model_name": output.stem, "trained_on": loaded.source, "epochs": epochs},
-    )
+        extra={**metadata.extra, "model_name": output.stem, "trained_on": loaded.source, "epochs": epochs,
+               **({} if distribute.is_default(strategy) else {"strategy": distribute.parse_strategy(strategy)})},
+    )  # fmt: skip
     save_model(model, output, metadata)
     return ZooTraining(
         output, entry.task, TASKS.get(entry.task).primary_metric, scores, baseline, loaded.source,
@@ -243,12 +261,14 @@ def fine_tune(
     seed: int = 0,
     callbacks: tuple = (),
     loss: Any = None,
+    strategy: str | None = None,
 ) -> dict[str, list[float]]:
     """Fit for a fixed budget with the task's losses plus extra callbacks; keeps the last epoch.
 
     Why not :func:`train_model`: pruning and clustering need their own callbacks, and restoring a
     "best" epoch would restore an earlier pruning mask; the report's held-out data is never used
-    to pick the checkpoint, so the figures it prints are not optimistic.
+    to pick the checkpoint, so the figures it prints are not optimistic. ``strategy``: as in
+    :func:`train_model` (the model built under its scope).
     """
     tf_keras = import_tf_keras()
     tf_keras.utils.set_random_seed(seed)
@@ -256,18 +276,17 @@ def fine_tune(
     x = train.array()
     steps = epochs * int(np.ceil(len(x) / batch_size))
     schedule = tf_keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
-    model.compile(
-        optimizer=tf_keras.optimizers.Adam(schedule), loss=loss if loss is not None else _single(spec.losses),
-        metrics=spec.metrics,
-    )  # fmt: skip
+    with distribute.scope(strategy):
+        model.compile(
+            optimizer=tf_keras.optimizers.Adam(schedule), loss=loss if loss is not None else _single(spec.losses),
+            metrics=spec.metrics,
+        )  # fmt: skip
     extra = list(callbacks)
     if progress:
         from tqdm.keras import TqdmCallback
 
         extra.append(TqdmCallback(verbose=0, leave=False))
-    history = model.fit(
-        x, _single(spec.targets), batch_size=batch_size, epochs=epochs, verbose=0, callbacks=extra, shuffle=True
-    )
+    history = _fit(model, x, _single(spec.targets), batch_size, epochs, seed, strategy, callbacks=extra)
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
 

@@ -39,6 +39,8 @@ from edgecompress.compress.passes import PASSES
 from edgecompress.errors import EdgeCompressError, UsageError
 from edgecompress.models.inputs import DataPlan, DataSource, Role
 
+#: tf.distribute strategies a recipe may choose (models/distribute.py)
+RECIPE_STRATEGIES = ("default", "mirrored")
 #: recipe data keys → the data roles passes declare (``eval`` is the held-out validation role)
 DATA_KEYS = {"train": Role.TRAIN, "calibration": Role.CALIBRATION, "eval": Role.VALIDATION}
 _CALL = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?:\((.*)\))?\s*$", re.S)
@@ -52,10 +54,17 @@ class TrainingDefaults:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    #: tf.distribute strategy of every training pass and zoo training: default or mirrored (a stage
+    #: runs in one process, so multi-worker, which spans processes, is for the commands only)
+    strategy: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy is not None and self.strategy not in RECIPE_STRATEGIES:
+            raise UsageError(f"training.strategy must be one of {', '.join(RECIPE_STRATEGIES)}, not {self.strategy!r}")
 
     def for_pass(self, accepted: list[str], given: dict[str, Any]) -> dict[str, Any]:
         """The defaults this pass takes and was not given."""
-        values = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        values = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "strategy": self.strategy}
         return {k: v for k, v in values.items() if v is not None and k in accepted and k not in given}
 
 
@@ -322,11 +331,17 @@ def _data_plan(value: Any, at: _At, base: Path, default: DataPlan | None = None)
 
 
 def _training(value: Any, at: _At) -> TrainingDefaults:
-    value = at.mapping(value, ("epochs", "batch_size", "lr"))
+    value = at.mapping(value, ("epochs", "batch_size", "lr", "strategy"))
     lr = value.get("lr")
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0):
         raise (at / "lr").error(f"expected a positive number, got {lr!r}")
+    strategy = value.get("strategy")
+    if strategy is not None and str(strategy) not in RECIPE_STRATEGIES:
+        hint = ("multi-worker spans processes and a pipeline stage is one: run `compress qat|distill|… --strategy "
+                "multi-worker` on every worker" if str(strategy) == "multi-worker" else None)
+        raise (at / "strategy").error(f"expected one of {', '.join(RECIPE_STRATEGIES)}, got {strategy!r}", hint)
     return TrainingDefaults(
+        strategy=str(strategy) if strategy is not None else None,
         epochs=_int(value["epochs"], at / "epochs", minimum=1) if value.get("epochs") is not None else None,
         batch_size=_int(value["batch_size"], at / "batch_size", minimum=1) if value.get("batch_size") is not None else None,
         lr=float(lr) if lr is not None else None,

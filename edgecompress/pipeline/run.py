@@ -1,15 +1,18 @@
 """Run a recipe: models × variants (chains of passes) × targets, cached, resumable, benchmarked.
 
-Three phases. (1) Each model is built and trained (zoo) or taken as given (file), and its float
-metric measured. (2) Each model × variant chain runs its passes; variants are independent, so an
-executor may run them in parallel processes. (3) Each output is benchmarked on every target, one
-at a time in this process, so latencies are never measured beside another job competing for the
-same cores.
+Three phases, each a list of independent jobs handed to an executor (``pipeline/executors.py``).
+(1) Each model is built and trained (zoo) or taken as given (file), and its float metric measured.
+(2) Each model × variant chain runs its passes. (3) Each output is benchmarked on every target, as
+*exclusive* jobs: never beside another job competing for the same cores (locally: one at a time
+in this process; on Ray: alone on their node). Jobs return their records; only this process
+writes the results store.
 
 Every stage is cached under ``<output>/cache/<key>/`` where the key hashes the content of the
 stage's input and its parameters (and the data it reads); a stage counts as finished only once
 its ``stage.json`` has been renamed into place, so a run killed at any moment resumes with the
-first unfinished stage. Benchmark stages are finished when their row is in the results store.
+first unfinished stage. Benchmark stages are finished when their row is in the results store. The
+cache must be on a path every worker sees (on a cluster: a shared filesystem); a per-key lock
+makes two workers that reach the same stage compute it once.
 """
 
 from __future__ import annotations
@@ -21,17 +24,19 @@ import json
 import logging
 import os
 import shutil
+import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgecompress.artifacts import Artifact, write_text_atomic
-from edgecompress.errors import EdgeCompressError
+from edgecompress.errors import EdgeCompressError, UsageError
 from edgecompress.models.inputs import Role
-from edgecompress.pipeline.executors import Executor, LocalExecutor, make_executor
+from edgecompress.pipeline.executors import Executor, LocalExecutor, Needs, make_executor
 from edgecompress.pipeline.recipe import ModelSpec, Recipe, VariantSpec
 from edgecompress.reports.records import BenchmarkRecord, machine_description
 from edgecompress.reports.store import DEFAULT_NAME, ResultsStore
@@ -41,6 +46,8 @@ log = logging.getLogger(__name__)
 #: bump when a stage's output for the same key would change (a converter setting, a file layout)
 CACHE_VERSION = 1
 STAGE_FILE = "stage.json"
+#: a random token the driver leaves in the cache; a worker that cannot read it does not share the cache
+CACHE_ID_FILE = ".cache-id"
 
 
 # --------------------------------------------------------------------------- progress
@@ -118,10 +125,42 @@ class StageCache:
             write_text_atomic(directory / STAGE_FILE, json.dumps(info, indent=2, default=str) + "\n")
             return info, False
 
+    def identity(self) -> str:
+        """This cache's token (made on first use): jobs prove with it that they see the same directory."""
+        marker = self.root / CACHE_ID_FILE
+        if not marker.is_file():
+            write_text_atomic(marker, uuid.uuid4().hex + "\n")
+        return marker.read_text().strip()
+
+    @classmethod
+    def shared(cls, root: str, identity: str) -> StageCache:
+        """The driver's cache, as a worker sees it; an error when the worker has another (or none)."""
+        marker = Path(root) / CACHE_ID_FILE
+        try:
+            seen = marker.read_text().strip()
+        except OSError:
+            seen = None
+        if seen != identity:
+            raise UsageError(
+                f"the stage cache {root} is not the driver's on {socket.gethostname()}",
+                "put the results directory (--results) on a filesystem every worker mounts at the same path",
+            )
+        return cls(Path(root))
+
+    def holder(self, key: str) -> str:
+        """Who holds (or last held) a stage's lock: "HOST PID", for a stage that seems stuck."""
+        path = self.root / f".{key}.lock"
+        return path.read_text().strip() if path.is_file() else ""
+
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
-        with open(self.root / f".{key}.lock", "w") as handle:
+        # "a+": opening must not truncate the note of the process that holds the lock now
+        with open(self.root / f".{key}.lock", "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+            handle.flush()
             try:
                 yield
             finally:
@@ -172,9 +211,12 @@ def prepare_model(recipe: Recipe, name: str, cache: StageCache, printer: Progres
             "train": model.train.to_dict() if model.train else None,
             "data": model.data.train.fingerprint() if model.train and model.data.train else None,
         }
+        strategy = recipe.training.strategy if model.train else None
+        if strategy not in (None, "default"):  # the keys of default runs stay what they were
+            payload["strategy"] = strategy
         label = f"train({model.zoo}, epochs={model.train.epochs})" if model.train else f"build({model.zoo})"
         info = _stage(cache, payload, "model", model.name, "-", label, printer, stages,
-                      lambda d: _build_zoo_model(model, d, progress))  # fmt: skip
+                      lambda d: _build_zoo_model(model, d, progress, strategy))  # fmt: skip
         source = cache.root / stages[-1].key / info["file"]
     baseline = None
     if model.measures_metric:
@@ -185,7 +227,7 @@ def prepare_model(recipe: Recipe, name: str, cache: StageCache, printer: Progres
     return ModelOutcome(model.name, str(source), baseline, stages)
 
 
-def _build_zoo_model(model: ModelSpec, directory: Path, progress: bool) -> dict[str, Any]:
+def _build_zoo_model(model: ModelSpec, directory: Path, progress: bool, strategy: str | None = None) -> dict[str, Any]:
     import dataclasses
 
     from edgecompress.models.train import save_model, train_zoo
@@ -201,7 +243,7 @@ def _build_zoo_model(model: ModelSpec, directory: Path, progress: bool) -> dict[
     result = train_zoo(
         model.zoo, output, data=model.data.train.spec if model.data.train else None, epochs=spec.epochs,
         val_split=spec.val_split, batch_size=spec.batch_size, lr=spec.lr, params=model.params, progress=progress,
-        seed=spec.seed,
+        seed=spec.seed, strategy=strategy,
     )  # fmt: skip
     return {
         "file": output.name,
@@ -308,6 +350,12 @@ class _Job:
     model: str
     variant: VariantSpec | None = None
     source: str | None = None
+    #: bench jobs: the output to benchmark, the source's float metrics, the stage keys already stored
+    output: str | None = None
+    baseline: dict[str, Any] | None = None
+    stored: frozenset[str] = frozenset()
+    #: the cache's token, which the worker must find in the cache it sees
+    cache_id: str = ""
 
 
 def _in_worker(job: _Job) -> None:
@@ -321,7 +369,7 @@ def _in_worker(job: _Job) -> None:
 def _model_job(job: _Job) -> ModelOutcome:
     _in_worker(job)
     try:
-        return prepare_model(job.recipe, job.model, StageCache(Path(job.cache)), job.printer, job.progress)
+        return prepare_model(job.recipe, job.model, StageCache.shared(job.cache, job.cache_id), job.printer, job.progress)
     except EdgeCompressError as exc:
         return ModelOutcome(job.model, None, None, [], str(exc))
     except Exception as exc:  # noqa: BLE001 - one broken model must not stop the others
@@ -333,7 +381,8 @@ def _variant_job(job: _Job) -> VariantOutcome:
     _in_worker(job)
     assert job.variant is not None and job.source is not None
     try:
-        return run_variant(job.recipe, job.model, job.variant, job.source, StageCache(Path(job.cache)), job.printer, job.progress)
+        cache = StageCache.shared(job.cache, job.cache_id)
+        return run_variant(job.recipe, job.model, job.variant, job.source, cache, job.printer, job.progress)
     except EdgeCompressError as exc:
         return VariantOutcome(job.model, job.variant.key, None, [], str(exc))
     except Exception as exc:  # noqa: BLE001 - one broken variant must not stop the others
@@ -341,16 +390,43 @@ def _variant_job(job: _Job) -> VariantOutcome:
         return VariantOutcome(job.model, job.variant.key, None, [], f"internal error: {type(exc).__name__}: {exc}")
 
 
+def _bench_job(job: _Job) -> BenchOutcome:
+    _in_worker(job)
+    assert job.variant is not None and job.source is not None and job.output is not None
+    model = job.recipe.model(job.model)
+    try:
+        StageCache.shared(job.cache, job.cache_id)  # the outputs it benchmarks are in there
+        return bench_variant(job.recipe, model, job.variant, job.output, job.baseline, job.stored, job.printer,
+                             _eval_data(model, job.source))  # fmt: skip
+    except EdgeCompressError as exc:
+        return BenchOutcome(job.model, job.variant.key, [], [], [], str(exc))
+    except Exception as exc:  # noqa: BLE001 - one output that cannot be benchmarked must not stop the others
+        log.debug("benchmarking %s of %s failed", job.variant.key, job.model, exc_info=True)
+        return BenchOutcome(job.model, job.variant.key, [], [], [], f"internal error: {type(exc).__name__}: {exc}")
+
+
 # --------------------------------------------------------------------------- phase 3: benchmarks
+
+
+@dataclass(frozen=True)
+class BenchOutcome:
+    """One output benchmarked on every target: the records (with their stage keys) for the driver
+    to store, the stages, and the targets that failed."""
+
+    model: str
+    variant: str
+    stages: list[StageOutcome]
+    failures: list[str]
+    rows: list[tuple[str, BenchmarkRecord]]
+    error: str | None = None
 
 
 def bench_variant(
     recipe: Recipe, model: ModelSpec, variant: VariantSpec, output: str, baseline: dict[str, Any] | None,
-    store: ResultsStore, cache: StageCache, printer: ProgressPrinter, eval_data,
-) -> tuple[list[StageOutcome], list[str]]:  # fmt: skip
-    """Benchmark one output on every target that runs it; each target's record is one stage.
-
-    The file is hashed and gzipped once; the evaluation data is the model's, loaded once."""
+    stored: frozenset[str], printer: ProgressPrinter, eval_data,
+) -> BenchOutcome:  # fmt: skip
+    """Benchmark one output on every target that runs it and whose record is not ``stored`` yet;
+    each target's record is one stage. The file is hashed and gzipped once."""
     from edgecompress.reports.bench import FileFacts, make_record, measure
     from edgecompress.runtimes import get_runtime
 
@@ -361,6 +437,7 @@ def bench_variant(
     latency_input = _latency_input(model, artifact)
     stages: list[StageOutcome] = []
     failures: list[str] = []
+    rows: list[tuple[str, BenchmarkRecord]] = []
     bench = recipe.bench
     for runtime in (get_runtime(name) for name in recipe.targets.runtimes):
         if not runtime.accepts(artifact):
@@ -370,13 +447,13 @@ def bench_variant(
             # An unavailable device is recorded once, not once per thread count.
             for threads in recipe.targets.threads if available else (None,):
                 label = f"bench({runtime.name}, {device}, threads={threads or 'default'})"
-                key = cache.key({
+                key = StageCache.key({
                     "stage": "bench", "input": facts.sha256, "runtime": runtime.name, "version": runtime.version(),
                     "device": device, "threads": threads, "runs": bench.runs, "warmup": bench.warmup,
                     "memory": bench.memory, "eval": model.data.validation.fingerprint() if data is not None else None,
                     "model": model.name, "variant": variant.key, "latency_input": latency_input,
                 })  # fmt: skip
-                if store.has(key):
+                if key in stored:
                     outcome = StageOutcome("bench", model.name, variant.key, label, key, "cached")
                     printer.finished(outcome)
                     stages.append(outcome)
@@ -393,13 +470,13 @@ def bench_variant(
                     failures.append(f"{model.name} · {variant.key} · {label}: {record.note}")
                     outcome = StageOutcome("bench", model.name, variant.key, label, key, "failed", seconds, record.note)
                 else:
-                    store.add(key, record, recipe.name)
+                    rows.append((key, record))
                     status = "done" if record.status == "ok" else record.status
                     outcome = StageOutcome("bench", model.name, variant.key, label, key, status, seconds,
                                            record.note if status != "done" else "")  # fmt: skip
                 printer.finished(outcome)
                 stages.append(outcome)
-    return stages, failures
+    return BenchOutcome(model.name, variant.key, stages, failures, rows)
 
 
 def _latency_input(model: ModelSpec, artifact: Artifact) -> tuple[int, ...] | None:
@@ -411,11 +488,19 @@ def _latency_input(model: ModelSpec, artifact: Artifact) -> tuple[int, ...] | No
     return (model.latency_at, model.latency_at, *shape[2:])
 
 
+#: the last model's held-out set in this process: consecutive bench jobs of one model share it
+_EVAL_CACHE: dict[tuple[str, str, str], Any] = {}
+
+
 def _eval_data(model: ModelSpec, source: str):
-    """The held-out set loaded once per model: every variant and target scores the same samples."""
+    """The held-out set, loaded once per model and process: every variant and target scores the same samples."""
     if not model.measures_metric:
         return None
-    return role_data(model, Role.VALIDATION, Artifact.open(source))
+    key = (model.name, json.dumps(model.data.validation.fingerprint(), sort_keys=True, default=str), source)
+    if key not in _EVAL_CACHE:
+        _EVAL_CACHE.clear()
+        _EVAL_CACHE[key] = role_data(model, Role.VALIDATION, Artifact.open(source))
+    return _EVAL_CACHE[key]
 
 
 def _inputs_for(data, artifact: Artifact, trust_model: bool):
@@ -456,8 +541,12 @@ def run_pipeline(
     jobs: int = 1,
     executor: Executor | None = None,
     progress: bool = True,
+    training_gpus: float = 0.0,
 ) -> PipelineResult:
-    """Run (or resume) a validated recipe; records go to the store, stage outputs to the cache."""
+    """Run (or resume) a validated recipe; records go to the store, stage outputs to the cache.
+
+    ``training_gpus``: what each job that trains (a zoo model, a chain with a training pass)
+    asks its executor for; Ray places such jobs on nodes with that many free GPUs."""
     started = time.perf_counter()
     store_file, cache_dir = results_paths(recipe, store_path)
     cache = StageCache(cache_dir)
@@ -467,7 +556,7 @@ def run_pipeline(
     bars = progress and isinstance(executor, LocalExecutor)
     result = PipelineResult(recipe.name, store_file)
     with exclusive_run(store_file.parent):
-        _run_phases(recipe, result, executor, cache, printer, bars)
+        _run_phases(recipe, result, executor, cache, printer, bars, training_gpus)
         result.seconds = time.perf_counter() - started
         with ResultsStore(store_file) as store:
             store.log_run(recipe.name, result.seconds, result.count("done"), result.count("cached"), machine_description())
@@ -497,43 +586,68 @@ def exclusive_run(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _trains(model: ModelSpec, variant: VariantSpec | None) -> bool:
+    """Whether a job trains: a zoo model with ``train``, or a chain with a pass that needs training data."""
+    if variant is None:
+        return model.train is not None
+    return any(Role.TRAIN in spec.build().needs() for spec in variant.passes)
+
+
+def _map(executor: Executor, fn: Callable[[_Job], Any], jobs: list[tuple[_Job, Needs]]) -> Iterator[Any]:
+    """Jobs grouped by what they need (in order of first appearance), each group one ``map``."""
+    groups: dict[Needs, list[_Job]] = {}
+    for job, needs in jobs:
+        groups.setdefault(needs, []).append(job)
+    for needs, items in groups.items():
+        yield from executor.map(fn, items, needs)
+
+
 def _run_phases(recipe: Recipe, result: PipelineResult, executor: Executor, cache: StageCache,
-                printer: ProgressPrinter, bars: bool) -> None:  # fmt: skip
+                printer: ProgressPrinter, bars: bool, training_gpus: float) -> None:  # fmt: skip
+    # An executor whose jobs run where their output cannot reach this terminal (Ray) gets silent
+    # jobs; this process prints their stages as they come back.
+    remote = not getattr(executor, "shares_terminal", True)
+    job_printer = ProgressPrinter(False) if remote else printer
+
+    identity = cache.identity()
+
     def job(**kwargs: Any) -> _Job:
-        return _Job(recipe, str(cache.root), printer, bars, **kwargs)
+        return _Job(recipe, str(cache.root), job_printer, bars, cache_id=identity, **kwargs)
+
+    def needs(model: ModelSpec, variant: VariantSpec | None = None) -> Needs:
+        return Needs(gpus=training_gpus if _trains(model, variant) else 0.0)
+
+    def report(outcome, what: str) -> bool:
+        result.stages += outcome.stages
+        if remote:
+            for stage in outcome.stages:
+                printer.finished(stage)
+        if outcome.error:
+            result.failures.append(f"{what}: {outcome.error}")
+            printer.say(f"  failed  {what}: {outcome.error}")
+        return not outcome.error
 
     sources: dict[str, ModelOutcome] = {}
-    for outcome in executor.map(_model_job, [job(model=m.name) for m in recipe.models]):
-        result.stages += outcome.stages
-        if outcome.error:
-            result.failures.append(f"{outcome.model}: {outcome.error}")
-            printer.say(f"  failed  {outcome.model}: {outcome.error}")
-        else:
+    for outcome in _map(executor, _model_job, [(job(model=m.name), needs(m)) for m in recipe.models]):
+        if report(outcome, outcome.model):
             sources[outcome.model] = outcome
     variant_jobs = [
-        job(model=m.name, variant=v, source=sources[m.name].source) for m in recipe.models if m.name in sources
-        for v in recipe.variants
+        (job(model=m.name, variant=v, source=sources[m.name].source), needs(m, v))
+        for m in recipe.models if m.name in sources for v in recipe.variants
     ]  # fmt: skip
     outputs: dict[tuple[str, str], str] = {}
-    for outcome in executor.map(_variant_job, variant_jobs):
-        result.stages += outcome.stages
-        if outcome.error:
-            result.failures.append(f"{outcome.model} · {outcome.variant}: {outcome.error}")
-            printer.say(f"  failed  {outcome.model} · {outcome.variant}: {outcome.error}")
-        else:
+    for outcome in _map(executor, _variant_job, variant_jobs):
+        if report(outcome, f"{outcome.model} · {outcome.variant}"):
             outputs[(outcome.model, outcome.variant)] = outcome.output
     with ResultsStore(result.store) as store:
-        for model in recipe.models:
-            if model.name not in sources:
-                continue
-            eval_data = _eval_data(model, sources[model.name].source)
-            for variant in recipe.variants:
-                output = outputs.get((model.name, variant.key))
-                if output is None:
-                    continue
-                stages, failures = bench_variant(
-                    recipe, model, variant, output, sources[model.name].baseline, store, cache, printer, eval_data
-                )
-                result.stages += stages
-                result.failures += failures
+        bench_jobs = [
+            job(model=m.name, variant=v, source=sources[m.name].source, output=outputs[(m.name, v.key)],
+                baseline=sources[m.name].baseline, stored=frozenset(store.keys(m.name, v.name)))
+            for m in recipe.models if m.name in sources for v in recipe.variants if (m.name, v.key) in outputs
+        ]  # fmt: skip
+        for outcome in executor.map(_bench_job, bench_jobs, Needs(exclusive=True)):
+            report(outcome, f"{outcome.model} · {outcome.variant}")
+            result.failures += outcome.failures
+            if outcome.rows:
+                store.add_many(outcome.rows, recipe.name)  # one transaction per output: whole rows or none
         result.records = store.records(recipe.name)

@@ -157,6 +157,8 @@ def _qat(run: PassRun) -> list[str]:
     params = r.params
     lines = [f"  training      {params['epochs']} epoch(s) on {r.training.samples} samples of {r.training.source}"
              f" (batch {params['batch_size']}, lr {params['lr']:g}, preserve {params['preserve']})"]  # fmt: skip
+    if r.training.replicas > 1:
+        lines[0] += f", {params.get('strategy', 'default')} over {r.training.replicas} replicas"
     if r.our_configs:
         counts = Counter(f"{v['layer']} {v['config']}" for v in r.our_configs.values())
         lines.append(f"  our configs   {len(r.our_configs)} layer(s) stock TFMOT rejects or mishandles: "

@@ -79,8 +79,14 @@ class ResultsStore:
     def has(self, stage_key: str) -> bool:
         return self._db.execute("SELECT 1 FROM records WHERE stage_key = ?", (stage_key,)).fetchone() is not None
 
-    def keys(self) -> set[str]:
-        return {row[0] for row in self._db.execute("SELECT stage_key FROM records")}
+    def keys(self, model: str | None = None, variant: str | None = None) -> set[str]:
+        """Stage keys of the stored records; only one model's (and variant's) when named."""
+        query, args = "SELECT stage_key FROM records WHERE 1", []
+        for column, value in (("model", model), ("variant", variant)):
+            if value is not None:
+                query += f" AND {column} = ?"
+                args.append(value)
+        return {row[0] for row in self._db.execute(query, args)}
 
     def add(self, stage_key: str, record: BenchmarkRecord, recipe: str = "") -> bool:
         """Append one record in its own transaction; False if that stage is already stored."""
