@@ -220,13 +220,13 @@ def litert_latency(data: bytes, threads: int = 2, runs: int = 50) -> float:
     """Median LiteRT latency in ms (XNNPACK, batch 1), timed as `compress bench` times it."""
     from edgecompress.runtimes.base import time_session
     from edgecompress.runtimes.litert import LiteRTRuntime
+    from edgecompress.runtimes.probe import trust
 
     with tempfile.TemporaryDirectory(prefix="edgecompress-lat-") as tmp:
         path = Path(tmp) / "model.tflite"
         path.write_bytes(data)
-        session = LiteRTRuntime().open(Artifact(path, ModelFormat.TFLITE), "cpu", threads)
-        shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
-        sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-        timing = time_session(session, sample, warmup=5, runs=runs)
-        session.close()
-    return timing.p50
+        trust(path)  # the converter wrote it in this process a moment ago
+        with LiteRTRuntime().open(Artifact(path, ModelFormat.TFLITE), "cpu", threads) as session:
+            shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+            sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+            return time_session(session, sample, warmup=5, runs=runs).p50

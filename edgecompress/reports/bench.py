@@ -56,12 +56,12 @@ def _memory_child(runtime: str, path: str, threads: int | None, trust_model: boo
     backend = get_runtime(runtime)
     backend.version()  # imports the runtime's modules before the baseline is taken
     baseline = _status_kib("VmRSS")
-    session = backend.open(Artifact.open(path), "cpu", threads, trust_model)
-    shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
-    prepared = session.prepare_raw(np.zeros((1, *shape), dtype=np.float32))
-    for _ in range(3):
-        session.run_raw(prepared)
-    peak = _status_kib("VmHWM")
+    with backend.open(Artifact.open(path), "cpu", threads, trust_model) as session:
+        shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+        prepared = session.prepare_raw(np.zeros((1, *shape), dtype=np.float32))
+        for _ in range(3):
+            session.run_raw(prepared)
+        peak = _status_kib("VmHWM")
     return None if baseline is None or peak is None else max(0, peak - baseline) * 1024
 
 
