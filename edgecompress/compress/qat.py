@@ -313,10 +313,19 @@ def prepare(model, config: QATConfig):
             chosen[layer.name] = {"layer": type(layer).__name__, "config": kind}
             return qkeras.quantize_annotate_layer(layer, cfg.CONFIGS[kind]())
         if cfg.tfmot_supports(layer) or type(layer).__name__ == "BatchNormalization":
+            if preserving is not None and not preserving.supports(layer) and default_registry.supports(layer):
+                # The preserve scheme has no rule for this layer (Conv2DTranspose, …): quantize it
+                # the default way, so the rest of the model keeps its sparsity or clusters.
+                chosen[layer.name] = {"layer": type(layer).__name__, "config": f"default 8-bit ({config.preserve.value} "
+                                      "not preserved: the preserve scheme has no rule for this layer)"}  # fmt: skip
+                return qkeras.quantize_annotate_layer(layer, default_registry.get_quantize_config(layer))
             return qkeras.quantize_annotate_layer(layer)
         unsupported.append(f"{layer.name} ({_describe(layer)})")
         return layer
 
+    scheme = _scheme(tfmot, config.preserve)
+    preserving = scheme.get_quantize_registry() if config.preserve is not Preserve.NONE else None
+    default_registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme().get_quantize_registry()
     annotated = tf_keras.models.clone_model(model, clone_function=annotate)
     if unsupported:
         first = unsupported[0].split(" ")[0]
@@ -325,7 +334,6 @@ def prepare(model, config: QATConfig):
             f"leave them in float during training with --skip-layer {first} (repeatable; the converter then "
             "quantizes them post-training where TFLite has an int8 kernel), or replace them with built-in layers",
         )
-    scheme = _scheme(tfmot, config.preserve)
     try:
         with native_output_silenced(), qkeras.quantize_scope(cfg.custom_objects()):
             # No 'quant_' prefix: output names must stay the model's own, since runtimes order a
