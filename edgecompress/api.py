@@ -13,12 +13,14 @@ from edgecompress.artifacts import Artifact, check_output_path
 from edgecompress.calibration.data import ImageSet, ModelInputs
 from edgecompress.compress.export import ExportPass
 from edgecompress.compress.passes import PassContext
-from edgecompress.compress.quantize import QuantizeConfig, QuantizePass, choose_mode
+from edgecompress.compress.quantize import QuantizeConfig, QuantizePass, choose_mode, default_format
 from edgecompress.errors import DataError, UsageError
 from edgecompress.models.inputs import (
     DEFAULT_CALIBRATION_SAMPLES,
     input_shape_of,
+    input_spec_of,
     model_inputs,
+    output_shapes_of,
     resolve_preprocessing,
     training_inputs,
 )
@@ -42,16 +44,25 @@ class CompressionReport:
     evaluation: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
+    def sizes(self):
+        """Both files' sizes and the ratio against the float model stored the same way (reports/sizes.py)."""
+        from edgecompress.reports.sizes import compare_sizes
+
+        return compare_sizes(self.source, self.output, self.details)
+
+    @property
     def size_ratio(self) -> float:
-        return self.source.size_bytes / max(1, self.output.size_bytes)
+        return self.sizes.ratio
 
     def to_dict(self) -> dict[str, Any]:
+        sizes = self.sizes
         return {
             "source": str(self.source.path),
             "output": str(self.output.path),
-            "size_bytes_before": self.source.size_bytes,
-            "size_bytes_after": self.output.size_bytes,
-            "size_ratio": self.size_ratio,
+            "size_bytes_before": sizes.source_bytes,
+            "size_bytes_after": sizes.output_bytes,
+            "size_ratio": sizes.ratio,
+            "size": sizes.to_dict(),
             "mode_reason": self.mode_reason,
             "preprocessing": self.output.metadata.preprocessing.to_dict() if self.output.metadata.preprocessing else None,
             "preprocessing_origin": self.preprocessing_origin,
@@ -65,7 +76,7 @@ def quantize(
     model: str | os.PathLike,
     output: str | os.PathLike,
     mode: str | None = None,
-    format: str = "tflite",
+    format: str | None = None,
     per_channel: bool = True,
     io: str = "float",
     calib: str | os.PathLike | ImageSet | None = None,
@@ -76,8 +87,12 @@ def quantize(
     force: bool = False,
     progress: bool = False,
 ) -> CompressionReport:
-    """Post-training quantization of a Keras model to TFLite or ONNX."""
+    """Post-training quantization of a Keras, float .tflite or float .onnx model to TFLite or ONNX.
+
+    ``format`` None: an ONNX source stays ONNX, every other source becomes TFLite.
+    """
     source = load(model)
+    format = format or default_format(source.format).value
     chosen, reason = choose_mode(mode, calib is not None)
     config = QuantizeConfig(mode=chosen, format=format, per_channel=per_channel, io=io)
     if calib is not None and not config.mode.needs_calibration:
@@ -117,13 +132,18 @@ def _run_pass(
     step.check_input(source)
     output = _output_path(source, output, step.produces.suffix, force)
     resolved = resolve_preprocessing(source, overrides)
-    shape = input_shape_of(source, trust_model)
+    spec = input_spec_of(source, trust_model, (overrides or {}).get("layout"))
+    shape = spec.shape
     calibration = None
     if calib is not None and step.needs_calibration:
-        calibration = model_inputs(calib, shape, resolved.preprocessing, split="train", samples=calib_samples)
+        calibration = model_inputs(
+            calib, shape, resolved.preprocessing, split="train", samples=calib_samples, layout=spec.layout
+        )
     evaluation = None
     if eval_spec is not None:
-        evaluation = model_inputs(eval_spec, shape, resolved.preprocessing, split="test", need_labels=True)
+        evaluation = model_inputs(
+            eval_spec, shape, resolved.preprocessing, split="test", need_labels=True, layout=spec.layout
+        )
         _check_labels_fit(source, evaluation, trust_model)  # before any output is written
     context = PassContext(
         output=output,
@@ -133,6 +153,7 @@ def _run_pass(
         validation=evaluation,
         preprocessing=resolved.preprocessing,
         progress=progress,
+        layout=spec.layout,
     )
     result = step.apply(source, context)
     report = CompressionReport(source, result.artifact, result.report, reason, resolved.origin)
@@ -143,12 +164,11 @@ def _run_pass(
 
 def _check_labels_fit(source: Artifact, data: ModelInputs, trust_model: bool) -> None:
     from edgecompress.models.tasks import TASKS, infer_task
-    from edgecompress.runtimes.keras_io import load_keras
 
-    model = load_keras(source.path, trust_model=trust_model)
-    task = source.metadata.task or infer_task(model.output_shape)
+    shapes = output_shapes_of(source, trust_model)
+    task = source.metadata.task or infer_task(shapes[0][1:])
     if task in TASKS:  # raises the task's own DataError when the targets do not fit the outputs
-        TASKS.get(task).targets(data.data, [tuple(t.shape) for t in model.model.outputs])
+        TASKS.get(task).targets(data.data, shapes)
 
 
 def _output_path(source: Artifact, output: str | os.PathLike, suffix: str, force: bool) -> Path:
@@ -187,12 +207,18 @@ def bench(
     device: str = "cpu",
     trust_model: bool = False,
     progress: bool = False,
+    preprocessing: dict[str, Any] | None = None,
 ):
-    """Benchmark every model on every runtime that can run it; one BenchmarkRecord per pair."""
+    """Benchmark every model on every runtime that can run it; one BenchmarkRecord per pair.
+
+    ``preprocessing`` (scale, offset, mean, std, color, layout) is for ``eval`` data of models
+    that carry no sidecar; a sidecar's values are used otherwise.
+    """
     from edgecompress.reports.bench import run_benchmarks
 
     return run_benchmarks(
-        [load(m) for m in models], runtimes, threads, warmup, runs, eval, device, trust_model, progress
+        [load(m) for m in models], runtimes, threads, warmup, runs, eval, device, trust_model, progress,
+        preprocessing=preprocessing,
     )
 
 

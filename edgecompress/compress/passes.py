@@ -40,6 +40,8 @@ class PassContext:
     train: ModelInputs | None = None
     #: fine-tuning epochs to use when the pass's own parameters leave them open
     epochs: int | None = None
+    #: the input layout (NHWC, NCHW) the data was prepared in; None: the model's own
+    layout: str | None = None
 
 
 @dataclass

@@ -107,11 +107,12 @@ def run_benchmarks(
     trust_model: bool = False,
     progress: bool = False,
     memory: bool = True,
+    preprocessing: dict | None = None,
 ):
     from tqdm import tqdm
 
     from edgecompress.errors import EdgeCompressError
-    from edgecompress.models.inputs import input_shape_of, model_inputs, resolve_preprocessing
+    from edgecompress.models.inputs import input_spec_of, model_inputs, resolve_preprocessing
     from edgecompress.models.tasks import TASKS, evaluate
     from edgecompress.reports.records import BenchmarkRecord
     from edgecompress.runtimes import RUNTIMES, get_runtime
@@ -145,8 +146,10 @@ def run_benchmarks(
             continue
         data = None
         if eval_spec is not None:
-            pre = resolve_preprocessing(artifact).preprocessing
-            data = model_inputs(eval_spec, input_shape_of(artifact, trust_model), pre, split="test", need_labels=True)
+            # Options (for a model without a sidecar) beat the sidecar, as in `compress quantize`.
+            pre = resolve_preprocessing(artifact, preprocessing).preprocessing
+            spec = input_spec_of(artifact, trust_model, (preprocessing or {}).get("layout"))
+            data = model_inputs(eval_spec, spec.shape, pre, split="test", need_labels=True, layout=spec.layout)
         sha = artifact.sha256()
         root = artifact.metadata.lineage[0].source_sha256 if artifact.metadata.lineage else None
         for runtime in mine:
