@@ -331,8 +331,10 @@ def _run_training_pass(
     step, source: Artifact, output, data, eval_spec, val_split: float, overrides, trust_model: bool, force: bool,
     progress: bool,
 ) -> CompressionReport:
+    from edgecompress.compress.finetune import output_suffix
+
     step.check_input(source)
-    output = _output_path(source, output, step.produces.suffix, force)
+    output = _output_path(source, output, output_suffix(step, output), force)
     resolved = resolve_preprocessing(source, overrides)
     shape = input_shape_of(source, trust_model)
     train, held = training_inputs(data, eval_spec, shape, resolved.preprocessing, val_split)

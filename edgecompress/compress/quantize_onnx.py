@@ -91,7 +91,8 @@ def _preprocess(path: Path, prepared: Path) -> bool:
     shape_inference = require("onnxruntime.quantization.shape_inference", "onnx", "ONNX quantization")
     try:
         with native_output_silenced():
-            shape_inference.quant_pre_process(str(path), str(prepared))
+            # Symbolic shape inference is for transformer graphs and needs sympy; ONNX shape inference stays on.
+            shape_inference.quant_pre_process(str(path), str(prepared), skip_symbolic_shape=True)
     except Exception as exc:  # noqa: BLE001 - symbolic shape inference fails on some graphs; it is optional
         log.warning("ONNX Runtime's quantization pre-processing failed (%s); quantizing the model as it is",
                     (str(exc).splitlines() or [type(exc).__name__])[0][:200])  # fmt: skip
