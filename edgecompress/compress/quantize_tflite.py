@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+
 from edgecompress._env import native_output_silenced
 from edgecompress.calibration.data import ModelInputs
 from edgecompress.compress.tflite_graph import BOUNDARY_OPS, add_signature, float_ops, operators
@@ -118,8 +120,7 @@ def quantize_tflite(
             if engine.need_calibration:
                 if calibration is None:
                     raise EdgeCompressError(f"{mode} quantization needs calibration data", "pass --calib")
-                result = engine.calibrate({SIGNATURE_KEY if added else _signature_key(Interpreter, data):
-                                           _samples(Interpreter, data, calibration)}, num_threads=2)  # fmt: skip
+                result = calibrate(engine, Interpreter, data, calibration)
             quantized = bytes(engine.quantize(result, enable_progress_bar=False,
                                               enable_progress_report=False).quantized_model)  # fmt: skip
     except EdgeCompressError:
@@ -141,14 +142,33 @@ def quantize_tflite(
     return quantized, {"quantizer": "ai-edge-quantizer", "signature_added": added}
 
 
-def _signature_key(interpreter_class, data: bytes) -> str:
-    return next(iter(interpreter_class(model_content=data).get_signature_list()))
+#: samples per calibration run when the model's batch axis is dynamic
+CALIBRATION_BATCH = 32
 
 
-def _samples(interpreter_class, data: bytes, calibration: ModelInputs) -> list[dict]:
-    """Batch-1 samples keyed by the signature's input name, as the quantizer's calibrator takes them."""
-    signature = interpreter_class(model_content=data).get_signature_list()
-    names = next(iter(signature.values()))["inputs"]
+def calibrate(engine, interpreter_class, data: bytes, calibration: ModelInputs) -> dict:
+    """Activation ranges over all calibration samples: the global min/max, as TensorFlow's converter takes.
+
+    Why not one ``calibrate`` call over every sample: within a call the quantizer merges the ranges of
+    successive runs by a moving average (weight 0.95 on the old value), so ranges end up near the first
+    samples' and clip later ones; on a MobileNetV2 that cost 3 points of top-1 against the converter.
+    Each call here covers one batch (the whole batch is one run), and the calls are merged by min/max.
+    """
+    interpreter = interpreter_class(model_content=data)
+    signatures = interpreter.get_signature_list()
+    key = next(iter(signatures))
+    names = signatures[key]["inputs"]
     if len(names) != 1:
         raise UnsupportedError(f"the model has {len(names)} inputs", "edgecompress quantizes single-input models")
-    return [{names[0]: sample[None]} for batch in calibration.batches(32) for sample in batch]
+    runner = interpreter.get_signature_runner(key)
+    dynamic = int(runner.get_input_details()[names[0]]["shape_signature"][0]) == -1
+    merged: dict = {}
+    for batch in calibration.batches(CALIBRATION_BATCH if dynamic else 1):
+        ranges = engine.calibrate({key: [{names[0]: batch}]}, num_threads=2)
+        for tensor, qsv in ranges.items():
+            if tensor not in merged or not qsv or "min" not in qsv:
+                merged.setdefault(tensor, qsv)
+                continue
+            old = merged[tensor]
+            merged[tensor] = {**old, "min": np.minimum(old["min"], qsv["min"]), "max": np.maximum(old["max"], qsv["max"])}
+    return merged
