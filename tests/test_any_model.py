@@ -59,6 +59,19 @@ def test_nchw_images_are_preprocessed_channels_last_then_transposed():
     assert random_inputs((640,), pre, 2).shape == (2, 640)
 
 
+def test_progress_off_a_terminal_is_a_few_plain_lines():
+    import io
+
+    from edgecompress._progress import progress_bar
+
+    stream = io.StringIO()
+    with progress_bar(total=20000, desc="calibrating", file=stream) as bar:
+        for _ in range(20000):
+            bar.update(1)
+    text = stream.getvalue()
+    assert "\r" not in text and 1 <= text.count("\n") <= 3 and "calibrating" in text
+
+
 # --------------------------------------------------------------------------- non-image Keras models
 
 

@@ -519,10 +519,10 @@ class ModelInputs:
         """
 
         def generate():
-            from tqdm import tqdm
+            from edgecompress._progress import progress_bar
 
-            with tqdm(total=len(self), desc="calibrating", unit="sample", leave=False, file=progress_file,
-                      disable=progress_file is None) as bar:
+            with progress_bar(total=len(self), desc="calibrating", unit="sample", file=progress_file,
+                              disable=progress_file is None) as bar:
                 for batch in self.batches(32):
                     for sample in batch:
                         yield [sample[None]]

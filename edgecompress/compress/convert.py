@@ -179,14 +179,14 @@ def onnx_quantize(
 
 
 def _reader(base, calibration: ModelInputs, input_name: str, progress_file=None, batch_size: int = 16):
-    from tqdm import tqdm
+    from edgecompress._progress import progress_bar
 
     class Reader(base):
         """ONNX Runtime's one-method data-reader protocol over our calibration batches."""
 
         def __init__(self) -> None:
             self._batches = calibration.batches(batch_size)
-            self._bar = tqdm(total=len(calibration), desc="calibrating", unit="sample", leave=False,
+            self._bar = progress_bar(total=len(calibration), desc="calibrating", unit="sample",
                              file=progress_file, disable=progress_file is None)
 
         def get_next(self):

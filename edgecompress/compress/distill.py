@@ -170,9 +170,9 @@ def train_student(
     distiller.compile(optimizer=tf_keras.optimizers.Adam(schedule))
     callbacks = []
     if progress:
-        from tqdm.keras import TqdmCallback
+        from edgecompress._progress import keras_progress
 
-        callbacks.append(TqdmCallback(verbose=0, leave=False))
+        callbacks.append(keras_progress())
     history = distiller.fit(dataset, epochs=ft.epochs, verbose=0, callbacks=callbacks)
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 

@@ -20,7 +20,7 @@ from typing import Any
 from edgecompress._env import native_output_silenced
 from edgecompress.calibration.data import ModelInputs
 from edgecompress.compress import convert
-from edgecompress.errors import UnsupportedError, require
+from edgecompress.errors import EdgeCompressError, ModelLoadError, UnsupportedError, require
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,10 @@ def unavailable_reason(mode: str, io: str, fmt: str) -> tuple[str, str] | None:
 def load_float_model(path: Path):
     """The ONNX model (already probed in a child), refused if it is quantized already."""
     onnx = require("onnx", "onnx", "quantizing .onnx sources")
-    model = onnx.load(str(path))
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError and others on damaged files
+        raise ModelLoadError(f"model file is damaged: {path}: {type(exc).__name__}", "re-export or re-download it") from exc
     quantized = sorted({node.op_type for node in model.graph.node if node.op_type in _QUANTIZED_OPS})
     integer = [t.name for t in model.graph.initializer if t.data_type in _INTEGER_ELEMENT_TYPES and len(t.dims) > 1]
     if quantized or integer:
@@ -75,9 +78,18 @@ def quantize_onnx(
             preprocessed = _preprocess(path, prepared)
         onnx = require("onnx", "onnx", "quantizing .onnx sources")
         source = onnx.load(str(prepared)) if preprocessed else model
-        convert.onnx_quantize(
-            source, mode, output, calibration, per_channel, progress=progress, batch_size=batch or 16
-        )
+        try:
+            convert.onnx_quantize(
+                source, mode, output, calibration, per_channel, progress=progress, batch_size=batch or 16
+            )
+        except EdgeCompressError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's quantizer raises anything on odd graphs
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise UnsupportedError(
+                f"ONNX Runtime could not quantize this model ({mode}): {first}",
+                "try --mode dynamic, or re-export the model with standard ONNX ops",
+            ) from exc
     return {"quantizer": "onnxruntime", "ort_preprocessed": preprocessed}
 
 

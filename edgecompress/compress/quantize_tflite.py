@@ -19,7 +19,7 @@ import numpy as np
 from edgecompress._env import native_output_silenced
 from edgecompress.calibration.data import ModelInputs
 from edgecompress.compress.tflite_graph import BOUNDARY_OPS, add_signature, float_ops, operators
-from edgecompress.errors import EdgeCompressError, UnsupportedError, UsageError, require
+from edgecompress.errors import EdgeCompressError, ModelLoadError, UnsupportedError, UsageError, require
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,11 @@ def unavailable_reason(mode: str, io: str, fmt: str) -> tuple[str, str] | None:
 
 def check_float_source(data: bytes, path: str) -> None:
     """Refuse a file that is already quantized: re-quantizing quantized weights only loses accuracy."""
-    ops = operators(data)
+    try:
+        ops = operators(data)
+    except Exception as exc:  # noqa: BLE001 - the flatbuffer reader raises anything on a damaged file
+        raise ModelLoadError(f"model file is damaged: {path}: its flatbuffer cannot be read ({type(exc).__name__})",
+                             "re-export or re-download it") from exc  # fmt: skip
     integer = sorted({op.name for op in ops if op.name not in BOUNDARY_OPS and any(
         t in _INTEGER_TYPES for t in (*op.input_types, *op.output_types))})  # fmt: skip
     if integer or any(op.name in BOUNDARY_OPS for op in ops):
@@ -92,7 +96,13 @@ def quantize_tflite(
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import qtyping, quantizer, recipe_manager
 
-    data, added = with_signature(data)
+    try:
+        data, added = with_signature(data)
+    except EdgeCompressError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged flatbuffer that LiteRT still ran
+        raise ModelLoadError(f"model file is damaged: its flatbuffer cannot be rewritten ({type(exc).__name__})",
+                             "re-export or re-download it") from exc  # fmt: skip
     weight_bits, activation_bits = RECIPES[mode]
     granularity = qtyping.QuantGranularity.CHANNELWISE if per_channel else qtyping.QuantGranularity.TENSORWISE
     recipes = recipe_manager.RecipeManager()
@@ -112,9 +122,9 @@ def quantize_tflite(
         except ValueError:  # the quantizer's policy has no such config for this op: it stays float
             skipped.append(op.value)
     log.debug("ai-edge-quantizer: no %s config for %s", mode, ", ".join(skipped))
-    engine = quantizer.Quantizer(bytearray(data))
-    engine.load_quantization_recipe(recipes.get_quantization_recipe())
     try:
+        engine = quantizer.Quantizer(bytearray(data))
+        engine.load_quantization_recipe(recipes.get_quantization_recipe())
         with native_output_silenced():
             result = None
             if engine.need_calibration:

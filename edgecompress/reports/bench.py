@@ -109,8 +109,7 @@ def run_benchmarks(
     memory: bool = True,
     preprocessing: dict | None = None,
 ):
-    from tqdm import tqdm
-
+    from edgecompress._progress import progress_bar
     from edgecompress.errors import EdgeCompressError
     from edgecompress.models.inputs import input_spec_of, model_inputs, resolve_preprocessing
     from edgecompress.models.tasks import TASKS, evaluate
@@ -122,7 +121,7 @@ def run_benchmarks(
     records: list[BenchmarkRecord] = []
     roots: list[str | None] = []  # the source each record's model was derived from
     by_hash: dict[str, BenchmarkRecord] = {}
-    bar = tqdm(total=len(pairs) * runs, disable=not progress, unit="run", leave=False, dynamic_ncols=True)
+    bar = progress_bar(total=len(pairs) * runs, disable=not progress, unit="run", dynamic_ncols=True)
     for artifact in artifacts:
         mine = [rt for a, rt in pairs if a is artifact]
         size, gz = file_sizes(artifact.path)
