@@ -96,10 +96,25 @@ def build_bundle(
     output: str | os.PathLike,
     archive: bool = False,
     force: bool = False,
+    preprocessing: dict | None = None,
 ) -> BundleReport:
-    """Check the model for the target and write a self-contained bundle directory (and a .tar.gz)."""
+    """Check the model for the target and write a self-contained bundle directory (and a .tar.gz).
+
+    ``preprocessing`` (scale, offset, mean, std, color) is for a model without a sidecar; options beat
+    the sidecar, as in `compress quantize`.
+    """
     chosen = get_target(target)
     artifact = open_deployable(model)
+    if preprocessing:
+        import dataclasses
+
+        from edgecompress.models.inputs import resolve_preprocessing
+
+        resolved = resolve_preprocessing(artifact, preprocessing)
+        if resolved.origin == "options":
+            metadata = dataclasses.replace(artifact.metadata, preprocessing=resolved.preprocessing,
+                                           extra={**artifact.metadata.extra, "preprocessing_origin": "options"})  # fmt: skip
+            artifact = dataclasses.replace(artifact, metadata=metadata)
     output = Path(output)
     archive_path = output.with_name(output.name + ".tar.gz") if archive else None
     _check_output(output, artifact, archive_path, force)
@@ -177,7 +192,9 @@ def _write_bundle(
     requirements = target.requirements(facts.binarized)
     (directory / "requirements.txt").write_text("\n".join(requirements) + "\n")
     metadata = artifact.metadata.to_dict()
-    pre_origin = "model metadata" if artifact.metadata.preprocessing else "assumed default"
+    pre_origin = artifact.metadata.extra.get("preprocessing_origin") or (
+        "model metadata" if artifact.metadata.preprocessing else "assumed default"
+    )
     if metadata["preprocessing"] is None:
         metadata["preprocessing"] = Preprocessing().to_dict()
     from edgecompress import __version__
