@@ -252,3 +252,14 @@ def test_a_tflite_quantized_from_a_tflite_deploys_and_passes_the_check(tiny_floa
     build_bundle(bare, "linux", out / "bare_bundle", preprocessing={"scale": 1 / 127.5, "offset": -1.0})
     written = json.loads((out / "bare_bundle" / "model.tflite.json").read_text())
     assert written["preprocessing"]["offset"] == -1.0 and written["deploy"]["preprocessing_origin"] == "options"
+
+
+def test_a_non_image_int8_model_deploys_and_run_py_takes_float_npy(out):
+    from edgecompress.deploy import build_bundle, check_bundle
+
+    model, train, _ = am.non_image_model("dense_640", out, epochs=2)
+    quantized = api.quantize(model, out / "v.int8.tflite", mode="int8", calib=train).output.path
+    build_bundle(quantized, "linux", out / "bundle")
+    assert np.load(out / "bundle" / "sample.npy").shape == (640,)
+    report = check_bundle(out / "bundle", runs=5)  # run.py on float (N, 640) arrays, compared with the toolkit
+    assert report.samples == 4

@@ -119,11 +119,6 @@ def build_bundle(
     archive_path = output.with_name(output.name + ".tar.gz") if archive else None
     _check_output(output, artifact, archive_path, force)
     inputs, outputs = io_tensors(artifact)
-    if len(inputs.shape) != 4:
-        raise UsageError(
-            f"the model input {inputs.shape} is not an image batch (N, H, W, C)",
-            "bundles run image models; call the LiteRT interpreter directly for other inputs",
-        )
     facts = model_facts(artifact, inputs.dtype, tuple(o.dtype for o in outputs))
     findings = tuple(run_checks(artifact, facts, chosen))
     for finding in findings:
@@ -216,8 +211,11 @@ def _write_bundle(
         "warnings": [f.to_dict() for f in findings],
     }
     (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    _, height, width, channels = inputs.shape
-    # A smoke-test input in the no-extra-dependency format: raw uint8 pixels of the model's size.
-    sample = np.random.default_rng(0).integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+    if len(inputs.shape) == 4 and inputs.shape[-1] in (1, 3):
+        _, height, width, channels = inputs.shape
+        # A smoke-test input in the no-extra-dependency format: raw uint8 pixels of the model's size.
+        sample = np.random.default_rng(0).integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+    else:  # not an image (audio features, vectors…): a float model input of its shape
+        sample = np.random.default_rng(0).standard_normal(inputs.shape[1:]).astype(np.float32)
     np.save(directory / SAMPLE_FILE, sample)
     (directory / "README.md").write_text(render_readme(name, target, metadata, findings))
