@@ -28,6 +28,7 @@ from edgecompress._env import import_tensorflow, import_tf_keras
 from edgecompress.artifacts import Artifact, Metadata, ModelFormat
 from edgecompress.calibration.data import ModelInputs
 from edgecompress.compress import finetune
+from edgecompress.compress.export import float_reference
 from edgecompress.compress.finetune import FineTune
 from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
 from edgecompress.errors import UnsupportedError, UsageError
@@ -305,6 +306,7 @@ class DistillPass(Pass):
             "student": student_name,
             "student_params": int(student.count_params()),
             "teacher_params": int(teacher.count_params()),
+            "float_reference": float_reference(teacher),
             "kd_loss": {"classification": "softmax KL", "segmentation": "per-pixel softmax KL",
                         "keypoints": "heatmap L2 / coordinate L1", "detection": "box L1"}[task],  # fmt: skip
             "scores": scores,

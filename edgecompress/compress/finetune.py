@@ -21,6 +21,7 @@ import numpy as np
 from edgecompress._env import import_tf_keras
 from edgecompress.artifacts import Artifact, Metadata, ModelFormat
 from edgecompress.calibration.data import ModelInputs
+from edgecompress.compress.export import float_reference
 from edgecompress.compress.passes import Pass, PassContext, PassResult, load_source, output_metadata
 from edgecompress.errors import DataError, UsageError
 from edgecompress.runtimes.keras_io import KerasModel, to_tf_keras
@@ -209,6 +210,7 @@ class FineTuningPass(Pass):
             "evaluation": {"source": before, "output": after} if before is not None else None,
             **details,
             "seconds": time.perf_counter() - started,
+            "float_reference": float_reference(source.model),
         }
         return PassResult(result, report)
 

@@ -141,6 +141,13 @@ def quantize_tflite(
             f"ai-edge-quantizer could not quantize this model ({mode}): {first}",
             "try --mode dynamic, or quantize the Keras/ONNX source it came from",
         ) from exc
+    if not any(t in _INTEGER_TYPES for op in operators(quantized) for t in op.input_types):
+        granularity_name = "per-channel" if per_channel else "per-tensor"
+        raise UnsupportedError(
+            f"ai-edge-quantizer quantized no op of this model ({mode}, {granularity_name}): its recipes "
+            "cover none of the model's ops this way",
+            "try another --mode, drop --per-tensor, or quantize the Keras source",
+        )
     if mode == "int8":
         left = float_ops(quantized)
         if left:
