@@ -94,7 +94,7 @@ def qat(model, output, preserve, skip_layers, calib_samples, no_compare, init_ra
     if sparsity["source"] > 0.01:
         lines.append(f"  sparsity      {sparsity['source']:.1%} in the source → {sparsity['int8_tflite']:.1%} in the int8 file")
     ptq = f", post-training int8 {human_bytes(d['ptq_size_bytes'])}" if "ptq_size_bytes" in d else ""
-    lines.append(f"  size          {human_bytes(report.source.size_bytes)} → {human_bytes(report.output.size_bytes)}{ptq}")
+    lines.append(f"  size          {report.sizes.describe(human_bytes)}{ptq}")
     check = d["check"]
     lines.append(f"  export check  mean |Δ| {check['mean_abs_diff']:.3g} vs the QAT Keras model on {check['samples']} "
                  f"{check['inputs_from']}: ok")  # fmt: skip

@@ -126,6 +126,9 @@ def _print(report, seconds: float, as_json: bool, quiet: bool, body) -> None:
     details = report.details
     lines = [click.style(f"compress {details['pass']}: {report.source.path} → {report.output.path}", bold=True)]
     lines += body(details)
+    from edgecompress.reports.tables import human_bytes
+
+    lines.append(f"  size          {report.sizes.describe(human_bytes)}")
     metric = details.get("metric")
     evaluation = details.get("evaluation")
     if evaluation and metric:

@@ -33,6 +33,7 @@ import numpy as np
 from edgecompress._env import import_tensorflow, import_tf_keras, native_output_silenced
 from edgecompress.artifacts import Artifact, ModelFormat, atomic_path
 from edgecompress.compress import convert
+from edgecompress.compress.export import float_reference
 from edgecompress.compress.passes import (
     PASSES,
     Pass,
@@ -524,6 +525,7 @@ class QATPass(Pass):
             "seconds_training": trained_seconds,
             "seconds": time.perf_counter() - started,
             "check": check.to_dict(),
+            "float_reference": float_reference(source.model),
         }
         if config.preserve is Preserve.CLUSTERS:
             report["max_unique_weights_per_output_channel"] = {
