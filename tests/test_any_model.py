@@ -128,6 +128,15 @@ def test_a_tflite_without_signature_and_sidecar_quantizes(tiny_float_tflite, out
     assert output >= source - 0.01
 
 
+def test_cli_quantizes_a_tflite_and_says_what_the_ratio_is_against(tiny_float_tflite, out):
+    from edgecompress.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["quantize", str(tiny_float_tflite), "--mode", "dynamic", "-o", str(out / "d.tflite")])
+    assert result.exit_code == 0, result.output
+    size_line = next(line for line in result.output.splitlines() if line.strip().startswith("size"))
+    assert "smaller than the float model" in size_line and "the float .tflite source itself" in size_line
+
+
 def test_modes_a_tflite_source_cannot_serve_are_refused_with_the_alternative(tiny_float_tflite, tiny_int8, out):
     with pytest.raises(UnsupportedError, match="float16 is not available for a .tflite source") as info:
         api.quantize(tiny_float_tflite, out / "x.tflite", mode="float16")

@@ -368,8 +368,8 @@ def _check_values(data: ImageSet) -> None:
         raise DataError(f"{data.source} has dtype {images.dtype}", "use uint8 images or float32 model inputs")
     if images.dtype.kind == "f" and not np.all(np.isfinite(images)):
         raise DataError(f"{data.source} contains NaN or infinite values", "clean the data before calibrating")
-    # Samples of any rank (a (640,) vector is (N, 640)); images (raw pixels) need height and width.
-    if images.ndim < (2 if data.preprocessed else 3):
+    # Samples of any rank (a (640,) vector is (N, 640)); ModelInputs.build checks them against the model.
+    if images.ndim < 2:
         raise DataError(
             f"{data.source} has shape {images.shape}; expected (N, height, width[, channels]) images "
             "or (N, *input shape) float arrays",
