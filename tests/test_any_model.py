@@ -118,6 +118,14 @@ def test_a_float_tflite_quantizes_like_its_keras_source(tiny_classifier, tiny_fl
     assert top1(dynamic)[1] >= top1(dynamic)[0] - 0.01
 
 
+def test_a_tflite_source_quantizes_per_tensor(tiny_float_tflite, out):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = api.quantize(tiny_float_tflite, out / "pt.tflite", mode="int8", per_channel=False, calib="digits").output.path
+    details = Interpreter(model_path=str(path)).get_tensor_details()
+    assert max(len(t["quantization_parameters"]["scales"]) for t in details) == 1
+
+
 def test_a_tflite_without_signature_and_sidecar_quantizes(tiny_float_tflite, out):
     bare = out / "bare.tflite"
     bare.write_bytes(am.strip_signatures(tiny_float_tflite.read_bytes()))
