@@ -4,7 +4,7 @@ Prints, for each model, top-1 of the float source and of its int8 output on held
 its own runtime: Keras/LiteRT/ONNX Runtime), and the honest size ratio (against the float model
 stored the same way). Every model is trained here; nothing is downloaded.
 
-    python benchmarks/any_model.py            # everything (about 6 minutes on 2 cores)
+    python benchmarks/any_model.py            # everything (about 3 minutes on 2 cores)
     python benchmarks/any_model.py --part zoo # only the zoo MobileNetV2 / ResNet-18 .tflite comparison
 """
 
@@ -53,13 +53,15 @@ def non_image(work: Path) -> None:
         print(f"| {name} | {shape} | {pct(source)} | {pct(output)} | {points(output, source)} | "
               f"{sizes.source_bytes / 1e3:.0f} kB → {sizes.output_bytes / 1e3:.0f} kB "
               f"(optimizer state {sizes.optimizer_bytes / 1e3:.0f} kB) | {sizes.ratio:.2f}× |")  # fmt: skip
-        for label, run in (("qat", lambda m=model, t=train, e=test, n=name: api.qat(
-                m, work / f"{n}.qat.tflite", data=t, eval=e, epochs=2, compare=False, progress=False)),
-                           ("prune", lambda m=model, t=train, e=test, n=name: api.prune(
-                m, work / f"{n}.pruned.h5", data=t, eval=e, epochs=2, measure=False, progress=False))):  # fmt: skip
-            result = run()
-            scores = result.evaluation.get("output") or {}
-            print(f"|   ↳ {label} (2 epochs) | | | {pct(scores['top1']) if scores else 'ran'} | | | |")
+        qat = api.qat(model, work / f"{name}.qat.tflite", data=train, eval=test, epochs=2, progress=False)
+        scores = qat.details["comparison"]["scores"]
+        print(f"|   ↳ QAT, 2 epochs | | {pct(scores['float']['top1'])} | {pct(scores['qat_int8']['top1'])} "
+              f"(PTQ {pct(scores['ptq_int8']['top1'])}) | {points(scores['qat_int8']['top1'], scores['float']['top1'])} "
+              f"| | {qat.sizes.ratio:.2f}× |")  # fmt: skip
+        pruned = api.prune(model, work / f"{name}.pruned.h5", data=train, eval=test, epochs=2, measure=False,
+                           progress=False)  # fmt: skip
+        before, after = pruned.evaluation["source"]["top1"], pruned.evaluation["output"]["top1"]
+        print(f"|   ↳ prune 50 %, 2 epochs (Keras) | | {pct(before)} | {pct(after)} | {points(after, before)} | | |")
 
 
 def zoo(work: Path) -> None:
