@@ -98,7 +98,7 @@ def test_non_image_models_quantize_to_int8_qat_and_prune(out, name):
 
 @pytest.fixture(scope="session")
 def tiny_float_tflite(workdir, tiny_classifier) -> Path:
-    return api.export(tiny_classifier, workdir / "tiny.float.tflite").output.path
+    return api.export(tiny_classifier, workdir / "tiny.any_model.float.tflite").output.path
 
 
 def test_a_float_tflite_quantizes_like_its_keras_source(tiny_classifier, tiny_float_tflite, out):
