@@ -8,6 +8,7 @@ still turns them off where the caller passes ``disable``).
 from __future__ import annotations
 
 import sys
+import time
 from typing import IO, Any
 
 from tqdm import tqdm
@@ -17,19 +18,34 @@ PLAIN_INTERVAL_S = 10.0
 
 
 class PlainLines(tqdm):
-    """tqdm that writes whole lines, at most one every ``PLAIN_INTERVAL_S`` seconds (and one at the end)."""
+    """tqdm that writes whole lines, at most one every ``PLAIN_INTERVAL_S`` seconds (and one at the end).
+
+    The limit is kept here, not only through ``mininterval``: tqdm also redraws on every
+    ``set_description``, which `compress bench` calls once per model × runtime.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.update(mininterval=PLAIN_INTERVAL_S, maxinterval=PLAIN_INTERVAL_S, miniters=0, ascii=True,
                       dynamic_ncols=False, ncols=100, leave=True)  # fmt: skip
+        self._last_line = float("-inf")
+        self._closing = False
         super().__init__(*args, **kwargs)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         if msg == "" or self.fp is None:  # tqdm clears its line on close: a log keeps its lines
             return True
+        now = time.monotonic()
+        if not self._closing and now - self._last_line < PLAIN_INTERVAL_S:
+            return True
+        self._last_line = now
         self.fp.write((msg or str(self)) + "\n")
         self.fp.flush()
         return True
+
+    def close(self) -> None:
+        if not self.disable and not self._closing and self.n:
+            self._closing = True  # the last state is always written once
+        super().close()
 
 
 def is_terminal(stream: IO[str] | None) -> bool:
