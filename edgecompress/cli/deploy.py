@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from edgecompress.cli.options import input_options, input_overrides
+
 
 @click.command()
 @click.argument("model", required=False, type=click.Path(path_type=Path))
@@ -20,6 +22,7 @@ import click
 @click.option("--runs", type=click.IntRange(1), default=50, show_default=True, help="Timed runs of bench.py in --check.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Where --check keeps its venvs (default ~/.cache/edgecompress).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@input_options
 def deploy(model, target, output, archive, force, check_dir, threads, runs, cache_dir, as_json):
     """Write a self-contained bundle for a device (model, metadata, run.py, bench.py, README),
     or with --check DIR, run a bundle in a fresh venv without TensorFlow and compare its outputs."""
@@ -38,7 +41,7 @@ def deploy(model, target, output, archive, force, check_dir, threads, runs, cach
         raise UsageError("no output directory given", "pass -o DIR")
     from edgecompress.deploy import build_bundle
 
-    report = build_bundle(model, target, output, archive=archive, force=force)
+    report = build_bundle(model, target, output, archive=archive, force=force, preprocessing=input_overrides())
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -34,6 +34,7 @@ import numpy as np
 from edgecompress._env import import_tensorflow, import_tf_keras, native_output_silenced
 from edgecompress.artifacts import Artifact, ModelFormat, atomic_path
 from edgecompress.compress import convert
+from edgecompress.compress.export import float_reference
 from edgecompress.compress.passes import (
     PASSES,
     CalibrationInfo,
@@ -569,6 +570,7 @@ class QATPass(Pass):
             inputs_reordered_by_tfmot=tuple(reordered),
             weight_sparsity={"source": sparsity_before, "int8_tflite": weight_sparsity(data)},
             seconds_training=trained_seconds, check=check, ptq_int8=ptq, max_unique_weights_per_output_channel=kept,
+            float_reference=float_reference(source.model),
         )  # fmt: skip
         return PassResult(result, report)
 

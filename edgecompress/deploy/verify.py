@@ -101,9 +101,13 @@ def check_bundle(
     metadata = read_bundle(directory)
     deploy = metadata["deploy"]
     venv, info = ensure_venv((directory / "requirements.txt").read_text(), cache_dir)
-    _, height, width, channels = deploy["input"]["shape"]
-    # Off-size raw pixels, so the copied resize code is exercised too.
-    raw = np.random.default_rng(1).integers(0, 256, size=(samples, height + 7, width + 5, channels), dtype=np.uint8)
+    shape = deploy["input"]["shape"]
+    if _is_image(shape):
+        _, height, width, channels = shape
+        # Off-size raw pixels, so the copied resize code is exercised too.
+        raw = np.random.default_rng(1).integers(0, 256, size=(samples, height + 7, width + 5, channels), dtype=np.uint8)
+    else:  # a non-image input takes float model inputs of its shape
+        raw = np.random.default_rng(1).standard_normal((samples, *shape[1:])).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="edgecompress-check-") as tmp:
         work = Path(tmp)
         np.save(work / "inputs.npy", raw)
@@ -120,10 +124,18 @@ def check_bundle(
     return report
 
 
+def _is_image(shape) -> bool:
+    return len(shape) == 4 and int(shape[-1]) in (1, 3)
+
+
 def reference_outputs(directory: Path, metadata: dict, raw: np.ndarray, threads: int) -> list[np.ndarray]:
     """The toolkit's own outputs: its preprocessing and its LiteRT session, one sample at a time like run.py."""
-    _, height, width, channels = metadata["deploy"]["input"]["shape"]
-    x = Preprocessing.from_dict(metadata["preprocessing"]).apply(raw, height, width, channels)
+    shape = metadata["deploy"]["input"]["shape"]
+    if _is_image(shape):
+        _, height, width, channels = shape
+        x = Preprocessing.from_dict(metadata["preprocessing"]).apply(raw, height, width, channels)
+    else:
+        x = raw
     if metadata["deploy"]["binarized"]:
         from edgecompress.errors import require
 

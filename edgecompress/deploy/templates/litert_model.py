@@ -143,6 +143,15 @@ class Model:
         self.output_names = _signature_names(self._interpreter, self._output_indices) or [o.name for o in self.outputs]
 
     @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One input sample's shape (no batch axis): (H, W, C) for an image model, any shape otherwise."""
+        return tuple(int(d) for d in self.input.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input.shape) == 4 and int(self.input.shape[-1]) in (1, 3)
+
+    @property
     def input_hwc(self) -> tuple[int, int, int]:
         _, height, width, channels = self.input.shape
         return height, width, channels

@@ -40,6 +40,9 @@ def read_image(path: Path, channels: int) -> np.ndarray:
 
 def load_samples(path: Path, model: Model, preprocessing: Preprocessing) -> list[tuple[str, np.ndarray]]:
     """(name, float model input) pairs from one file."""
+    shape = model.sample_shape
+    if not model.is_image:
+        return _model_inputs(path, shape)
     height, width, channels = model.input_hwc
     if path.suffix.lower() in IMAGE_SUFFIXES:
         pixels = read_image(path, channels)[None]
@@ -60,6 +63,17 @@ def load_samples(path: Path, model: Model, preprocessing: Preprocessing) -> list
     else:
         raise SystemExit(f"{path}: unsupported input; pass a .npy file or a PNG/JPEG image")
     return _named(path, preprocessing.apply(pixels, height, width, channels))
+
+
+def _model_inputs(path: Path, shape: tuple[int, ...]) -> list[tuple[str, np.ndarray]]:
+    """A model whose input is not an image (audio features, vectors…) takes float .npy arrays of its shape."""
+    if path.suffix.lower() != ".npy":
+        raise SystemExit(f"{path}: this model's input {shape} is not an image; pass a float .npy of that shape")
+    array = np.load(path, allow_pickle=False)
+    batch = array[None] if array.shape == shape else array
+    if array.dtype.kind != "f" or batch.shape[1:] != shape:
+        raise SystemExit(f"{path}: expected float arrays of shape {shape} (or N × {shape}), not {array.dtype} {array.shape}")
+    return _named(path, batch.astype(np.float32))
 
 
 def _named(path: Path, batch: np.ndarray) -> list[tuple[str, np.ndarray]]:
