@@ -9,6 +9,7 @@ different interpreter build may sum in another order.
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -16,14 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecompress.artifacts import Artifact, ModelFormat, sha256_of
-from edgecompress.calibration.preprocessing import Preprocessing
+from edgecompress.artifacts import sha256_of
 from edgecompress.compress.validate import CheckResult, compare_outputs
 from edgecompress.deploy.bundle import METADATA_FILE, MODEL_FILE
+from edgecompress.deploy.reference import reference_outputs
 from edgecompress.deploy.venv import clean_env, ensure_venv, python_of
 from edgecompress.errors import UsageError, ValidationError
 
 RUN_TIMEOUT_S = 600
+#: architectures the check emulates (deploy/emulated.py); the host's own runs natively
+EMULATED_ARCHES = ("aarch64",)
 
 
 @dataclass(frozen=True)
@@ -95,8 +98,20 @@ def check_bundle(
     samples: int = 4,
     runs: int = 50,
     cache_dir: Path | None = None,
-) -> CheckReport:
-    """Run the bundle in a fresh venv and compare with the toolkit; raises ValidationError on a mismatch."""
+    arch: str | None = None,
+    cpu: str = "pi4",
+):
+    """Run the bundle in a fresh venv and compare with the toolkit; raises ValidationError on a mismatch.
+
+    ``arch="aarch64"`` runs it in the emulated Raspberry Pi userland instead (``cpu``: pi4 or pi5) and
+    returns that check's report.
+    """
+    if arch not in (None, "native", platform.machine()):
+        if arch not in EMULATED_ARCHES:
+            raise UsageError(f"unknown --arch {arch!r}", f"choose native ({platform.machine()}) or {', '.join(EMULATED_ARCHES)}")
+        from edgecompress.deploy.emulated import check_emulated
+
+        return check_emulated(directory, cpu=cpu, threads=threads, samples=samples, runs=runs, cache_dir=cache_dir)
     directory = Path(directory).resolve()
     metadata = read_bundle(directory)
     deploy = metadata["deploy"]
@@ -108,38 +123,19 @@ def check_bundle(
         work = Path(tmp)
         np.save(work / "inputs.npy", raw)
         top_k = 3
-        result = _run_script(venv, directory / "run.py", work, "inputs.npy", "--json", "--save", "outputs.npz",
+        result = run_script(venv, directory / "run.py", work, "inputs.npy", "--json", "--save", "outputs.npz",
                              "--out", "out", "--threads", str(threads), "--top-k", str(top_k))
         with np.load(work / "outputs.npz") as saved:
             got = [saved[f"output_{i}"] for i in range(len(saved.files))]
         expected = reference_outputs(directory, metadata, raw, threads)
         agreement = _task_agreement(metadata, result["results"], expected, work, top_k)
-        bench = _run_script(venv, directory / "bench.py", work, "--threads", str(threads), "--runs", str(runs), "--json")
+        bench = run_script(venv, directory / "bench.py", work, "--threads", str(threads), "--runs", str(runs), "--json")
     report = _compare(directory, venv, info, result, metadata, expected, got, agreement, bench)
     _require_agreement(report)
     return report
 
 
-def reference_outputs(directory: Path, metadata: dict, raw: np.ndarray, threads: int) -> list[np.ndarray]:
-    """The toolkit's own outputs: its preprocessing and its LiteRT session, one sample at a time like run.py."""
-    _, height, width, channels = metadata["deploy"]["input"]["shape"]
-    x = Preprocessing.from_dict(metadata["preprocessing"]).apply(raw, height, width, channels)
-    if metadata["deploy"]["binarized"]:
-        from edgecompress.errors import require
-
-        lce = require("larq_compute_engine.tflite.python.interpreter", "larq", "checking binarized bundles")
-        interpreter = lce.Interpreter((directory / MODEL_FILE).read_bytes(), num_threads=threads)
-        outs = [interpreter.predict(sample[None]) for sample in x]
-        outs = [o if isinstance(o, list) else [o] for o in outs]
-        return [np.concatenate(parts, axis=0).astype(np.float32) for parts in zip(*outs, strict=True)]
-    from edgecompress.runtimes import open_session
-
-    artifact = Artifact(directory / MODEL_FILE, ModelFormat.TFLITE)
-    with open_session(artifact, runtime="litert", threads=threads) as session:
-        return session.run(x, batch_size=1)
-
-
-def _run_script(venv: Path, script: Path, cwd: Path, *args: str) -> dict:
+def run_script(venv: Path, script: Path, cwd: Path, *args: str) -> dict:
     command = [str(python_of(venv)), str(script), *args]
     try:
         result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=clean_env(),

@@ -111,6 +111,16 @@ def _signature_names(interpreter, indices: list[int]) -> list[str] | None:
 class Model:
     """Batch-1 inference: ``run`` takes one float sample, returns float outputs in metadata order."""
 
+    @property
+    def runtime_version(self) -> str:
+        """``ai_edge_litert 2.3.0``: the interpreter package and its version, for reports."""
+        from importlib import metadata
+
+        try:
+            return f"{self.runtime} {metadata.version(self.runtime.replace('_', '-'))}"
+        except metadata.PackageNotFoundError:
+            return self.runtime
+
     def __init__(self, directory: Path = HERE, threads: int | None = None) -> None:
         self.metadata = load_metadata(directory)
         self.deploy = self.metadata.get("deploy", {})
