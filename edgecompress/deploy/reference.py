@@ -8,6 +8,7 @@ so ``run.py`` only compares.
 
 from __future__ import annotations
 
+import json
 import platform
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from edgecompress.calibration.preprocessing import Preprocessing
 REFERENCE_DIR = "reference"
 INPUTS_FILE = f"{REFERENCE_DIR}/inputs.npy"
 OUTPUTS_FILE = f"{REFERENCE_DIR}/outputs.npz"
+#: the same inputs through LiteRT's reference kernels: the integers every interpreter build computes
+REFERENCE_KERNELS_FILE = f"{REFERENCE_DIR}/outputs_reference_kernels.npz"
 #: the same inputs after preprocessing, for checks outside Python (the Android test feeds these)
 MODEL_INPUTS_FILE = f"{REFERENCE_DIR}/model_inputs.npy"
 ANDROID_TEST = "SelfCheckTest.kt"
@@ -54,6 +57,25 @@ def reference_outputs(directory: Path, metadata: dict, raw: np.ndarray, threads:
         return session.run(x, batch_size=1)
 
 
+def reference_kernel_outputs(directory: Path, raw: np.ndarray, threads: int = REFERENCE_THREADS) -> list[np.ndarray]:
+    """Outputs with LiteRT's reference kernels, through the bundle's own model code (as run.py will compute them).
+
+    Why the bundle's code: the comparison on the device goes through it, and it is what selects the
+    kernels; the toolkit's LiteRT session has no such option.
+    """
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("_edgecompress_bundle_model", Path(directory) / "litert_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.Model(Path(directory), threads=threads, kernels="reference")
+    metadata = model.metadata
+    x = Preprocessing.from_dict(metadata["preprocessing"]).apply(raw, *model.input_hwc)
+    sys.modules.pop("_edgecompress_bundle_model", None)
+    return [np.stack(parts) for parts in zip(*(model.run(sample) for sample in x), strict=True)]
+
+
 def self_check_spec(metadata: dict, outputs: list[np.ndarray], measured_with: str) -> dict:
     """What run.py compares against, and how strictly.
 
@@ -72,7 +94,9 @@ def self_check_spec(metadata: dict, outputs: list[np.ndarray], measured_with: st
         "output_scale": scale,
         "max_abs_diff": 0.0 if integer else FLOAT_TOLERANCE * scale,
         "rule": "identical (int8)" if integer else f"max |Δ| <= {FLOAT_TOLERANCE:g} x output scale (float)",
-        "measured_with": f"{measured_with}, {platform.machine()}",
+        "measured_with": measured_with,
+        "measured_on": platform.machine(),
+        "outputs_reference_kernels": None,
     }
 
 
@@ -89,12 +113,17 @@ def write_reference(directory: Path, metadata: dict) -> dict:
     np.save(directory / MODEL_INPUTS_FILE, model_inputs.astype(np.float32))
     np.savez(directory / OUTPUTS_FILE, **{f"output_{i}": o.astype(np.float32) for i, o in enumerate(outputs)})
     if metadata["deploy"]["binarized"]:
-        library = f"larq-compute-engine {importlib_metadata.version('larq-compute-engine')}"
-    else:
-        from edgecompress.runtimes import RUNTIMES
+        return self_check_spec(metadata, outputs, f"larq_compute_engine {importlib_metadata.version('larq-compute-engine')}")
+    from edgecompress.runtimes import RUNTIMES
 
-        library = RUNTIMES.get("litert").version() + " (default kernels: XNNPACK)"
-    return self_check_spec(metadata, outputs, library)
+    spec = self_check_spec(metadata, outputs, RUNTIMES.get("litert").version())
+    # The metadata file is written after this; the bundle's model code reads it, so give it a draft.
+    draft = directory / "model.tflite.json"
+    draft.write_text(json.dumps(metadata))
+    kernels = reference_kernel_outputs(directory, raw)
+    np.savez(directory / REFERENCE_KERNELS_FILE, **{f"output_{i}": o.astype(np.float32) for i, o in enumerate(kernels)})
+    spec["outputs_reference_kernels"] = REFERENCE_KERNELS_FILE
+    return spec
 
 
 def write_android_test(directory: Path) -> None:

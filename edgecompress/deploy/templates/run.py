@@ -233,8 +233,36 @@ def file_problems(directory: Path, meta: dict) -> list[str]:
     return problems
 
 
+def _outputs(model: Model, x: np.ndarray) -> list[np.ndarray]:
+    return [np.stack(parts) for parts in zip(*(model.run(sample) for sample in x), strict=True)]
+
+
+def _compare(got: list[np.ndarray], path: Path, spec: dict, what: str) -> dict:
+    """One comparison with a saved reference: identical, or the largest difference against the tolerance."""
+    with np.load(path) as saved:
+        expected = [saved[f"output_{i}"] for i in range(len(saved.files))]
+    if [g.shape for g in got] != [e.shape for e in expected]:
+        return {"what": what, "identical": False, "passed": False, "max_abs_diff": None,
+                "summary": f"output shapes {[g.shape for g in got]} differ from the reference {[e.shape for e in expected]}"}
+    diffs = [float(np.max(np.abs(g.astype(np.float64) - e))) if g.size else 0.0 for g, e in zip(got, expected, strict=True)]
+    worst = max(diffs)
+    identical = all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True))
+    allowed = float(spec["max_abs_diff"])
+    kind = "int8" if spec["integer"] else "float"
+    summary = f"identical ({kind})" if identical else (
+        f"largest difference {worst:.6g} (output {diffs.index(worst)}), tolerance {allowed:.6g} ({spec['rule']})")
+    return {"what": what, "identical": identical, "max_abs_diff": worst, "allowed": allowed, "summary": summary,
+            "passed": identical or (not spec["integer"] and worst <= allowed)}
+
+
 def self_check(args) -> int:
-    """Run the reference inputs and compare with the outputs the toolkit measured; 0 only if they agree."""
+    """Verify the files, run the reference inputs, compare with what the toolkit measured; 0 only if they agree.
+
+    Two comparisons. With LiteRT's reference kernels, which compute the same integers in every build:
+    this one must hold with any interpreter. With the default kernels (XNNPACK) against what the
+    toolkit measured: this one must hold with the interpreter build it measured with; another build
+    (tflite-runtime) has other optimized kernels, so there its difference is reported, not judged.
+    """
     from litert_model import load_metadata
 
     meta = load_metadata(HERE)
@@ -246,27 +274,30 @@ def self_check(args) -> int:
     if problems:
         return _verdict(args, False, problems, {"note": note})
     model = Model(threads=args.threads)
-    preprocessing = Preprocessing.from_dict(meta.get("preprocessing") or {})
     raw = np.load(HERE / spec["inputs"], allow_pickle=False)
-    x = preprocessing.apply(raw, *model.input_hwc)
-    got = [np.stack(parts) for parts in zip(*(model.run(sample) for sample in x), strict=True)]
-    with np.load(HERE / spec["outputs"]) as saved:
-        expected = [saved[f"output_{i}"] for i in range(len(saved.files))]
-    if [g.shape for g in got] != [e.shape for e in expected]:
-        return _verdict(args, False, [f"output shapes {[g.shape for g in got]} differ from the reference "
-                                      f"{[e.shape for e in expected]}"], {"runtime": model.runtime})
-    diffs = [float(np.max(np.abs(g.astype(np.float64) - e))) if g.size else 0.0 for g, e in zip(got, expected, strict=True)]
-    worst = max(diffs)
-    identical = all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True))
-    allowed = float(spec["max_abs_diff"])
-    passed = identical or (not spec["integer"] and worst <= allowed)
-    kind = "int8" if spec["integer"] else "float"
-    if identical:
-        summary = f"identical ({kind})"
+    x = Preprocessing.from_dict(meta.get("preprocessing") or {}).apply(raw, *model.input_hwc)
+    default = _compare(_outputs(model, x), HERE / spec["outputs"], spec, "default kernels")
+    same_build = model.runtime_version == spec.get("measured_with")
+    comparisons = [default]
+    if spec.get("outputs_reference_kernels"):
+        reference = Model(threads=args.threads, kernels="reference")
+        comparisons.insert(0, _compare(_outputs(reference, x), HERE / spec["outputs_reference_kernels"], spec,
+                                       "reference kernels"))
+    judged = comparisons if same_build or len(comparisons) == 1 else comparisons[:1]
+    passed = all(c["passed"] for c in judged)
+    if passed and all(c["identical"] for c in comparisons):
+        summary = comparisons[0]["summary"]
+    elif passed:
+        summary = "; ".join(
+            f"{c['what']}: {c['summary']}" + ("" if c in judged else
+                                              f" (another build than the measured {spec.get('measured_with')}: not judged)")
+            for c in comparisons)
     else:
-        summary = f"largest difference {worst:.6g} (output {diffs.index(worst)}), tolerance {allowed:.6g} ({spec['rule']})"
-    details = {"runtime": model.runtime_version, "samples": len(raw), "summary": summary, "max_abs_diff": worst,
-               "allowed": allowed, "identical": identical, "note": note, "measured_with": spec.get("measured_with")}
+        summary = "; ".join(f"{c['what']}: {c['summary']}" for c in judged if not c["passed"])
+    details = {"runtime": model.runtime_version, "samples": len(raw), "summary": summary, "note": note,
+               "identical": all(c["identical"] for c in judged), "measured_with": spec.get("measured_with"),
+               "max_abs_diff": max(c["max_abs_diff"] or 0.0 for c in judged), "allowed": float(spec["max_abs_diff"]),
+               "comparisons": comparisons}
     return _verdict(args, passed, [] if passed else [summary], details)
 
 
@@ -293,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="verify the files and compare the reference outputs; exit 1 on a mismatch")
     parser.add_argument("--top-k", type=int, default=5, help="classes to print (classification)")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: runtime's)")
+    parser.add_argument("--kernels", choices=("default", "reference"), default="default",
+                        help="LiteRT's default (XNNPACK) or reference kernels (slow; identical in every build)")
     parser.add_argument("--out", type=Path, default=Path("."), help="where masks / keypoint JSON go")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--save", type=Path, help="also save every output (float, batch-stacked) to this .npz")
@@ -303,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give at least one INPUT, or --self-check")
     args.out.mkdir(parents=True, exist_ok=True)
 
-    model = Model(threads=args.threads)
+    model = Model(threads=args.threads, kernels=args.kernels)
     meta = model.metadata
     preprocessing = Preprocessing.from_dict(meta.get("preprocessing") or {})
     handle = TASKS.get(meta.get("task") or "", raw_outputs)
