@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import platform
 import sys
 import time
 from pathlib import Path
@@ -61,6 +60,15 @@ def build_bundles(reuse: bool) -> dict[str, Path]:
     return bundles
 
 
+def _cell(agreement) -> str:
+    if agreement is None:
+        return "—"
+    if agreement.exact:
+        return "identical"
+    judged = "" if agreement.judged else ", not judged"
+    return f"max \\|Δ\\| {max(agreement.max_abs_diff):.3g}{judged}"
+
+
 def row(name: str, report, native_ms: float) -> list[list[str]]:
     import json
 
@@ -68,11 +76,16 @@ def row(name: str, report, native_ms: float) -> list[list[str]]:
     shape = "×".join(str(d) for d in meta["deploy"]["input"]["shape"][1:])
     cells = []
     for run in report.runs:
-        agreement = "; ".join(f"{a.describe(report.integer)} vs {a.reference}" for a in run.agreements)
+        by = {a.reference.split(",")[-1].strip() if "toolkit" not in a.reference else "toolkit": a for a in run.agreements}
+        check = run.self_check
+        judged = [c for c in check.get("comparisons", []) if c["what"] == "reference kernels" or
+                  check.get("runtime") == check.get("measured_with")]
+        verdict = f"{check.get('self_check')}: " + ", ".join(f"{c['what']} {'identical' if c['identical'] else 'differ'}"
+                                                            for c in judged)
         cells.append([
-            name, shape, report.cpu.name, run.interpreter, agreement,
-            run.self_check.get("summary", run.self_check.get("self_check", "")),
-            f"{run.bench['latency_ms_p50']:.1f} ms emulated", f"{native_ms:.2f} ms native x86",
+            name, shape, report.cpu.name, run.interpreter, _cell(by.get("default kernels")), _cell(by.get("toolkit")),
+            _cell(by.get("reference kernels")), verdict,
+            f"{run.bench['latency_ms_p50']:.2f} ms emulated", f"{native_ms:.3f} ms",
         ])
     return cells
 
@@ -103,34 +116,45 @@ def main() -> int:
 
 
 def write_table(path: Path, rows: list[list[str]], seconds: dict, total: float) -> None:
-    header = ["model (int8 bundle)", "input", "Pi", "interpreter (aarch64 wheel)", "outputs on emulated aarch64",
-              "run.py --self-check", "bench.py p50", "same bundle, x86 venv"]
+    import subprocess
+
+    qemu = subprocess.run(["qemu-aarch64-static", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    ratios = [float(r[8].split()[0]) / float(r[9].split()[0]) for r in rows]
+    header = ["model (int8 bundle)", "input", "Pi", "interpreter (aarch64 wheel)", "vs same package on x86, default kernels",
+              "vs the toolkit's LiteRT session (XNNPACK)", "reference kernels vs ai-edge-litert's on x86",
+              "run.py --self-check (judged comparisons)", "bench.py p50", "bench.py p50, same bundle natively on x86"]
     lines = [
         "# Bundles on an emulated Raspberry Pi (aarch64 under qemu-user)",
         "",
-        "Made by `python benchmarks/arm64.py` on "
-        f"{dt.date.today().isoformat()}: {platform.machine()} host ({platform.processor() or 'x86_64'}, 2 cores), "
-        "Debian bookworm arm64 root filesystem, qemu-user 7.2, Python 3.11 inside, "
-        f"{THREADS} threads, {RUNS} timed runs. Every model passed `compress deploy --check DIR --arch aarch64` "
-        "for the Pi in its row.",
+        f"Made by `python benchmarks/arm64.py` on {dt.date.today().isoformat()}: a 2-core x86_64 host (Intel Xeon, "
+        f"Debian 12), {qemu}, a Debian bookworm arm64 root filesystem with Python 3.11, {THREADS} threads, "
+        f"{RUNS} timed runs. Every bundle below passed `compress deploy --check DIR --arch aarch64 --cpu PI` "
+        "(QEMU_CPU cortex-a72 for pi4, cortex-a76 for pi5), with ai-edge-litert 2.3.0 and tflite-runtime 2.14.0 "
+        "installed from their aarch64 wheels. Models: the zoo entries' `small` configurations, trained "
+        f"{', '.join(f'{n} {e} epochs' for n, (_, e) in MODELS.items())} on their embedded data, int8 with "
+        f"{CALIBRATION} calibration images; outputs compared on 4 raw images of an off-model size (the resize runs too).",
         "",
-        "**Every time marked \"emulated\" is qemu's time on this x86 machine, 100–600× slower than native: it "
-        "measures the emulator, never a Raspberry Pi.** The x86 column is the same bench.py in a TensorFlow-free "
-        "venv here, for scale only. Measure on the device with `python3 bench.py`.",
+        "**Every time marked \"emulated\" is qemu's time on this x86 machine "
+        f"({min(ratios):.0f}–{max(ratios):.0f}× the native x86 time here): it measures the emulator, never a "
+        "Raspberry Pi.** The last column is the same bench.py natively in a TensorFlow-free venv on this machine, "
+        "for scale only. Measure on the device with `python3 bench.py`.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
         *("| " + " | ".join(cells) + " |" for cells in rows),
         "",
-        "Comparisons are like with like (see ../shared/ARM64.md): each interpreter's aarch64 build against the "
-        "same package's x86 build with the same kernels, ai-edge-litert also against the toolkit's own LiteRT "
-        "session (XNNPACK). tflite-runtime 2.14's default int8 kernels are other optimized kernels than "
-        "ai-edge-litert's XNNPACK (they differ on x86 too), so across the two packages the outputs are compared "
-        "through LiteRT's reference kernels, which compute the same integers in every build.",
+        "Like with like (../shared/ARM64.md): ai-edge-litert's aarch64 build must equal its x86 build and the "
+        "toolkit's session bit for bit, and does. Through LiteRT's reference kernels, both packages on aarch64 must "
+        "give exactly the integers ai-edge-litert's reference kernels give on x86, and do. tflite-runtime 2.14's own "
+        "optimized int8 kernels are other code on each architecture (and not XNNPACK): their aarch64 and x86 outputs "
+        "differ, by the amounts shown, so that comparison is reported and not judged. A device on tflite-runtime therefore "
+        "computes int8 outputs that differ from what the toolkit measured with ai-edge-litert; "
+        "`run.py --self-check` prints that difference there.",
         "",
-        "Wall-clock seconds per emulated check (both interpreters, run.py + bench.py + self-check): "
+        "Wall-clock seconds per emulated check (both interpreters: run.py with default and reference kernels, "
+        "bench.py, the self-check; root filesystem and venvs cached): "
         + ", ".join(f"{name} on {cpu} {s:.0f} s" for (name, cpu), s in seconds.items())
-        + f". Whole run: {total / 60:.1f} min.",
+        + f". Whole run, bundles reused: {total / 60:.1f} min.",
         "",
     ]
     path.write_text("\n".join(lines))

@@ -475,8 +475,17 @@ def test_self_check_passes_on_the_real_bundle(interpreter_venvs, bundles, interp
     assert verdict["self_check"] == "passed" and verdict["problems"] == []
     assert verdict["runtime"].startswith(interpreter.replace("-", "_"))
     assert verdict["samples"] == 4 and verdict["note"] is None  # the manifest was there and verified
+    reference, default = verdict["comparisons"]
+    assert reference["what"] == "reference kernels" and reference["passed"]
     if mode == "int8":
-        assert verdict["identical"] and verdict["summary"] == "identical (int8)"
+        # Reference kernels: the same integers in both packages. Default kernels: identical only in the
+        # build the toolkit measured with; tflite-runtime's own int8 kernels differ and are not judged.
+        assert reference["identical"] and verdict["identical"]
+        if interpreter == "ai-edge-litert":
+            assert default["identical"] and verdict["summary"] == "identical (int8)"
+        else:
+            assert verdict["summary"].startswith("reference kernels: identical (int8); default kernels: ")
+            assert "not judged" in verdict["summary"]
     else:
         assert verdict["allowed"] > 0 and verdict["max_abs_diff"] <= verdict["allowed"]
 
@@ -488,7 +497,7 @@ def test_self_check_fails_on_a_swapped_model(interpreter_venvs, bundles, tflite_
 
     venv = interpreter_venvs[interpreter]
     code, text = _self_check(venv, bundles[("classification", "int8")])
-    assert code == 0 and "self-check passed: identical (int8) on 4 reference inputs" in text
+    assert code == 0 and "self-check passed: " in text and "on 4 reference inputs" in text
     broken = workdir / f"swapped-{interpreter}"
     shutil.copytree(bundles[("classification", "int8")], broken)
     shutil.copyfile(tflite_models[("classification", "float")], broken / "model.tflite")
@@ -503,7 +512,8 @@ def test_self_check_fails_on_a_swapped_model(interpreter_venvs, bundles, tflite_
             (bundles[("classification", "int8")] / "model.tflite").read_bytes()).hexdigest(), digest))
     code, verdict = _self_check(venv, broken, "--json")
     assert code == 1 and verdict["self_check"] == "failed"
-    assert verdict["problems"][0].startswith("largest difference") and "identical (int8)" in verdict["problems"][0]
+    assert verdict["problems"][0].startswith("reference kernels: largest difference")
+    assert "identical (int8)" in verdict["problems"][0]
     code, text = _self_check(venv, broken)
     assert code == 1 and "self-check FAILED" in text and "Traceback" not in text
 
@@ -523,7 +533,9 @@ def test_reference_files_and_android_test_in_bundles(bundles):
     meta = json.loads((bundle / "model.tflite.json").read_text())
     spec = meta["deploy"]["self_check"]
     assert spec["integer"] and spec["max_abs_diff"] == 0.0 and spec["samples"] == 4
-    assert spec["measured_with"].startswith("ai_edge_litert 2.3.0")
+    assert spec["measured_with"] == "ai_edge_litert 2.3.0" and spec["measured_on"] == "x86_64"
+    assert spec["outputs_reference_kernels"] == "reference/outputs_reference_kernels.npz"
+    assert (bundle / spec["outputs_reference_kernels"]).is_file()
     raw = np.load(bundle / spec["inputs"])
     assert raw.dtype == np.uint8 and raw.shape == (4, *meta["deploy"]["input"]["shape"][1:])
     model_inputs = np.load(bundle / "reference" / "model_inputs.npy")
@@ -553,9 +565,16 @@ def test_int8_bundle_is_bit_exact_on_an_emulated_pi5(bundles):
     report = json.loads(result.stdout)
     assert report["emulated"] and report["machine"] == "aarch64" and report["qemu_cpu"] == "cortex-a76"
     assert [r["interpreter"] for r in report["interpreters"]] == ["ai-edge-litert", "tflite-runtime"]
+    litert, tflite_runtime = report["interpreters"]
+    # ai-edge-litert: bit-exact against its x86 build, the toolkit's session and the reference kernels.
+    assert len(litert["agreements"]) == 3 and all(a["exact"] and a["judged"] for a in litert["agreements"])
+    assert litert["self_check"]["summary"] == "identical (int8)"
+    # tflite-runtime: bit-exact through the reference kernels; its own int8 kernels are reported only.
+    judged = [a for a in tflite_runtime["agreements"] if a["judged"]]
+    assert [a["reference"] for a in judged] == ["ai-edge-litert x86_64, reference kernels"] and judged[0]["exact"]
+    assert tflite_runtime["self_check"]["summary"].startswith("reference kernels: identical (int8)")
     for run in report["interpreters"]:
-        assert run["agreements"] and all(a["exact"] and max(a["max_abs_diff"]) == 0.0 for a in run["agreements"])
-        assert run["self_check"]["self_check"] == "passed" and run["self_check"]["summary"] == "identical (int8)"
+        assert run["self_check"]["self_check"] == "passed"
         assert run["bench_emulated"]["emulated"] is True and "not device time" in run["bench_emulated"]["machine"]
         pinned = {"ai-edge-litert": "ai-edge-litert==2.3.0", "tflite-runtime": "tflite_runtime==2.14.0"}[run["interpreter"]]
         assert pinned.replace("_", "-").lower() in [p.replace("_", "-").lower() for p in run["packages"]]
