@@ -505,11 +505,12 @@ def test_self_check_fails_on_a_swapped_model(interpreter_venvs, bundles, tflite_
     assert code == 1 and verdict["problems"] == ["model.tflite changed since the bundle was built (sha256 differs)"]
 
     # Checksums rewritten to match the swapped file: the outputs themselves must give it away.
-    digest = hashlib.sha256((broken / "model.tflite").read_bytes()).hexdigest()
-    for name in ("manifest.json", "model.tflite.json"):
-        text = (broken / name).read_text()
-        (broken / name).write_text(text.replace(hashlib.sha256(
-            (bundles[("classification", "int8")] / "model.tflite").read_bytes()).hexdigest(), digest))
+    meta = json.loads((broken / "model.tflite.json").read_text())
+    meta["deploy"]["model_sha256"] = hashlib.sha256((broken / "model.tflite").read_bytes()).hexdigest()
+    (broken / "model.tflite.json").write_text(json.dumps(meta))
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["files"] = {name: hashlib.sha256((broken / name).read_bytes()).hexdigest() for name in manifest["files"]}
+    (broken / "manifest.json").write_text(json.dumps(manifest))
     code, verdict = _self_check(venv, broken, "--json")
     assert code == 1 and verdict["self_check"] == "failed"
     assert verdict["problems"][0].startswith("reference kernels: largest difference")
