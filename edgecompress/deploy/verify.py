@@ -9,7 +9,6 @@ different interpreter build may sum in another order.
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -25,8 +24,6 @@ from edgecompress.deploy.venv import clean_env, ensure_venv, python_of
 from edgecompress.errors import UsageError, ValidationError
 
 RUN_TIMEOUT_S = 600
-#: architectures the check emulates (deploy/emulated.py); the host's own runs natively
-EMULATED_ARCHES = ("aarch64",)
 
 
 @dataclass(frozen=True)
@@ -98,20 +95,11 @@ def check_bundle(
     samples: int = 4,
     runs: int = 50,
     cache_dir: Path | None = None,
-    arch: str | None = None,
-    cpu: str = "pi4",
-):
+) -> CheckReport:
     """Run the bundle in a fresh venv and compare with the toolkit; raises ValidationError on a mismatch.
 
-    ``arch="aarch64"`` runs it in the emulated Raspberry Pi userland instead (``cpu``: pi4 or pi5) and
-    returns that check's report.
+    This runs it natively; deploy/emulated.py runs it in an emulated Raspberry Pi userland (--arch aarch64).
     """
-    if arch not in (None, "native", platform.machine()):
-        if arch not in EMULATED_ARCHES:
-            raise UsageError(f"unknown --arch {arch!r}", f"choose native ({platform.machine()}) or {', '.join(EMULATED_ARCHES)}")
-        from edgecompress.deploy.emulated import check_emulated
-
-        return check_emulated(directory, cpu=cpu, threads=threads, samples=samples, runs=runs, cache_dir=cache_dir)
     directory = Path(directory).resolve()
     metadata = read_bundle(directory)
     deploy = metadata["deploy"]
