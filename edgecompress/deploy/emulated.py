@@ -199,7 +199,7 @@ def _x86_outputs(directory: Path, requirements: str, raw: np.ndarray, threads: i
     """The same interpreter package on this machine, in a TensorFlow-free venv of its own."""
     import tempfile
 
-    venv, _ = ensure_venv(requirements, Path(cache_dir) / "deploy-venvs" if cache_dir else None)
+    venv, _ = ensure_venv(requirements, Path(cache_dir) if cache_dir else None)  # as the native check keeps them
     with tempfile.TemporaryDirectory(prefix="edgecompress-x86-") as tmp:
         work = Path(tmp)
         np.save(work / "inputs.npy", raw)
