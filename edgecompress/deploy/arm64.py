@@ -190,8 +190,10 @@ class Rootfs:
             timeout: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
         """Run ``argv`` inside, as on the given Pi: its cpuinfo, its core, a clean environment."""
         cpuinfo = self.cache_dir / f"cpuinfo-{cpu.name}-{processors()}"
-        if not cpuinfo.is_file():
-            cpuinfo.write_text(cpu.cpuinfo(processors()))
+        if not cpuinfo.is_file():  # written aside and renamed: a concurrent run never binds a half file
+            partial = cpuinfo.with_name(f"{cpuinfo.name}.{os.getpid()}.partial")
+            partial.write_text(cpu.cpuinfo(processors()))
+            os.replace(partial, cpuinfo)
         inner = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/root", "LANG": "C.UTF-8",
                  "QEMU_CPU": cpu.qemu_cpu, **(env or {})}
         return _in_namespace(self.path, argv, inner, cwd, cpuinfo, timeout)
