@@ -60,7 +60,8 @@ class SelfCheckTest {
         val deploy = JSONObject(assets.open("model.tflite.json").bufferedReader().readText()).getJSONObject("deploy")
         val rule = deploy.getJSONObject("self_check")
         val model = assets.open("model.tflite").readBytes()
-        val interpreter = Interpreter(ByteBuffer.allocateDirect(model.size).order(ByteOrder.nativeOrder()).put(model))
+        val modelBuffer = ByteBuffer.allocateDirect(model.size).order(ByteOrder.nativeOrder()).put(model).also { it.rewind() }
+        val interpreter = Interpreter(modelBuffer)
         val (shape, inputs) = readNpy(assets.open("reference/model_inputs.npy"))
         val expected = readNpz("reference/outputs.npz")
         val input = interpreter.getInputTensor(0)
