@@ -24,6 +24,7 @@ from edgecompress.calibration import preprocessing as preprocessing_module
 from edgecompress.calibration.preprocessing import Preprocessing
 from edgecompress.deploy.checks import Finding, ModelFacts, model_facts, run_checks
 from edgecompress.deploy.readme import render_readme
+from edgecompress.deploy.reference import write_android_test, write_reference
 from edgecompress.deploy.targets import Target, get_target
 from edgecompress.errors import UsageError, require
 
@@ -127,7 +128,7 @@ def build_bundle(
     with atomic_path(output) as tmp:
         tmp.mkdir()
         _write_bundle(tmp, output.name, artifact, chosen, facts, findings, inputs, outputs)
-        files = tuple(sorted(p.name for p in tmp.iterdir()))
+        files = tuple(sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()))
     if archive_path is not None:
         with atomic_path(archive_path) as tmp_archive, tarfile.open(tmp_archive, "w:gz") as tar:
             tar.add(output, arcname=output.name)
@@ -210,6 +211,10 @@ def _write_bundle(
         "requirements": [r for r in requirements if not r.startswith("#")],
         "warnings": [f.to_dict() for f in findings],
     }
+    # Before the metadata is written (it records the self-check) and before any manifest of the files.
+    metadata["deploy"]["self_check"] = write_reference(directory, metadata)
+    if target.name == "android":
+        write_android_test(directory)
     (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     if len(inputs.shape) == 4 and inputs.shape[-1] in (1, 3):
         _, height, width, channels = inputs.shape
