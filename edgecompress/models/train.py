@@ -67,9 +67,9 @@ def train_model(
         model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=_single(spec.losses), metrics=spec.metrics)
     callbacks = []
     if progress:
-        from tqdm.keras import TqdmCallback
+        from edgecompress._progress import keras_progress
 
-        callbacks.append(TqdmCallback(verbose=0, leave=False))
+        callbacks.append(keras_progress())
     if val is not None:
         callbacks.append(
             tf_keras.callbacks.EarlyStopping(
@@ -283,9 +283,9 @@ def fine_tune(
         )  # fmt: skip
     extra = list(callbacks)
     if progress:
-        from tqdm.keras import TqdmCallback
+        from edgecompress._progress import keras_progress
 
-        extra.append(TqdmCallback(verbose=0, leave=False))
+        extra.append(keras_progress())
     history = _fit(model, x, _single(spec.targets), batch_size, epochs, seed, strategy, callbacks=extra)
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
