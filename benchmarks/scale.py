@@ -3,14 +3,17 @@ Ray with 2 workers on this machine; then the driver's overhead per stage on a si
 of N nodes (Ray's ``cluster_utils.Cluster``: N raylets on this one machine); then a model of a
 10- and a 100-node sweep built from those measurements, with its assumptions printed beside it.
 
-    python benchmarks/scale.py                         # all three parts (~6 min on 2 cores)
+    python benchmarks/scale.py                         # all three parts (~1 min on 2 cores)
     python benchmarks/scale.py --part driver --nodes 2 4 --stages 200 1000 4000
+    python benchmarks/scale.py --part model --pass-seconds 13.3 --bench-seconds 5 --driver-ms 0.76 --write-ms 0.28
 
 Part 1 runs real stages (random-weight zoo models at --size px, digits for calibration and
 metrics, LiteRT benchmarks); every configuration starts from an empty cache, and their records
 must agree on sizes and metrics. Part 2 runs no model at all: each stage is a Ray task that
 returns a synthetic record at once, so what is timed is what the driver does per stage (submit,
-wait, receive, write the row into SQLite) and what Ray adds. Needs ``edgecompress[ray]``.
+wait, receive, write the row into SQLite) and what Ray adds. Needs ``edgecompress[ray]``. Part 3
+is arithmetic: by default on parts 1 and 2's figures (tiny models: stages far shorter than real
+ones); ``--pass-seconds``/``--bench-seconds``/``--driver-ms``/``--write-ms`` put other figures in.
 """
 
 from __future__ import annotations
@@ -169,12 +172,16 @@ def driver_overhead(nodes: int, stage_counts: list[int], workdir: Path) -> list[
 # --------------------------------------------------------------------------- part 3: the model
 
 
-def model(seconds: dict[str, float], driver: list[dict], cores: int, model_mb: float, benches_per_output: int) -> None:
-    """Stages per hour, driver write rate and cache traffic of a 10- and a 100-node sweep."""
-    pass_s, bench_s = seconds["variant"], seconds["bench"]
+def driver_costs(driver: list[dict]) -> tuple[float, float, str]:
+    """Driver CPU ms per stage and ms per stored row on the largest simulated run of part 2."""
     largest = max(driver, key=lambda r: (r["nodes"], r["stages"]))
-    driver_ms = 1000 * largest["cpu"] / largest["stages"]
-    write_ms = 1000 * largest["write"] / largest["stages"]
+    return (1000 * largest["cpu"] / largest["stages"], 1000 * largest["write"] / largest["stages"],
+            f"part 2, {largest['nodes']} simulated nodes")  # fmt: skip
+
+
+def model(pass_s: float, bench_s: float, driver_ms: float, write_ms: float, driver_source: str, cores: int,
+          model_mb: float, benches_per_output: int) -> None:  # fmt: skip
+    """Stages per hour, driver write rate and cache traffic of a 10- and a 100-node sweep."""
     # One output = one pass stage (cores of them run at once per node) + its benchmark stages
     # (one at a time per node: the bench resource).
     node_s_per_output = pass_s / cores + benches_per_output * bench_s
@@ -183,7 +190,7 @@ def model(seconds: dict[str, float], driver: list[dict], cores: int, model_mb: f
           f"({cores} cores); a pass stage takes {pass_s:.1f} s and runs {cores} at a time per node; a benchmark "
           f"stage takes {bench_s:.1f} s and runs alone on its node; {benches_per_output} benchmark(s) per output; "
           f"the driver costs {driver_ms:.2f} ms of CPU per stage and {write_ms:.2f} ms per stored row "
-          f"(part 2, {largest['nodes']} simulated nodes); a model file of {model_mb:g} MB; a pass stage reads its "
+          f"({driver_source}); a model file of {model_mb:g} MB; a pass stage reads its "
           "input and writes its output, a benchmark stage reads its output, once each, from the shared cache; "
           "no stage is cached; the driver, the filesystem and the network are not shared with other work.")  # fmt: skip
     print("\n| nodes | stages / hour | of which benchmarks | driver busy | store writes / s | cache traffic |")
@@ -200,7 +207,7 @@ def model(seconds: dict[str, float], driver: list[dict], cores: int, model_mb: f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=["all", "sweep", "driver"], default="all")
+    parser.add_argument("--part", choices=["all", "sweep", "driver", "model"], default="all")
     parser.add_argument("--size", type=int, default=64, help="input size of the sweep's models (px)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per benchmark stage")
     parser.add_argument("--nodes", type=int, nargs="+", default=[1, 4], help="simulated cluster sizes")
@@ -209,6 +216,10 @@ def main() -> None:
                         help="model file size for the cache-traffic model (default: MobileNetV2 224 px, between "
                              "its float 13.9 MB and int8 3.9 MB TFLite files)")  # fmt: skip
     parser.add_argument("--benches", type=int, default=4, help="benchmark stages per output in the model")
+    parser.add_argument("--pass-seconds", type=float, help="the model's pass stage (default: part 1's median)")
+    parser.add_argument("--bench-seconds", type=float, help="the model's benchmark stage (default: part 1's median)")
+    parser.add_argument("--driver-ms", type=float, help="the model's driver CPU per stage (default: part 2's)")
+    parser.add_argument("--write-ms", type=float, help="the model's store write per row (default: part 2's)")
     args = parser.parse_args()
     import os
 
@@ -217,7 +228,8 @@ def main() -> None:
     print(f"machine: {machine_description()}")
     with tempfile.TemporaryDirectory(prefix="edgecompress-scale-") as tmp:
         workdir = Path(tmp)
-        seconds = {"variant": 3.0, "bench": 1.0}
+        seconds: dict[str, float] = {}
+        driver_ms, write_ms, driver_source = args.driver_ms, args.write_ms, "given"
         if args.part in ("all", "sweep"):
             print(f"\n1. the same sweep: {len(MODELS)} models × {len(VARIANTS)} variants × LiteRT, {args.size} px")
             results = sweep(write_recipe(workdir, args.size, args.runs), workdir)
@@ -228,9 +240,17 @@ def main() -> None:
         if args.part in ("all", "driver"):
             print("\n2. driver overhead on a simulated cluster (trivial stages)")
             driver = [row for nodes in args.nodes for row in driver_overhead(nodes, args.stages, workdir)]
-            if args.part == "all":
-                print("\n3. a model of a 10- and a 100-node sweep")
-                model(seconds, driver, os.cpu_count() or 1, args.model_mb, args.benches)
+            measured = driver_costs(driver)
+            driver_ms = args.driver_ms if args.driver_ms is not None else measured[0]
+            write_ms = args.write_ms if args.write_ms is not None else measured[1]
+            driver_source = measured[2] if args.driver_ms is None and args.write_ms is None else "given"
+        if args.part in ("all", "model"):
+            pass_s = args.pass_seconds if args.pass_seconds is not None else seconds.get("variant")
+            bench_s = args.bench_seconds if args.bench_seconds is not None else seconds.get("bench")
+            if None in (pass_s, bench_s, driver_ms, write_ms):
+                sys.exit("--part model needs --pass-seconds, --bench-seconds, --driver-ms and --write-ms")
+            print("\n3. a model of a 10- and a 100-node sweep")
+            model(pass_s, bench_s, driver_ms, write_ms, driver_source, os.cpu_count() or 1, args.model_mb, args.benches)
 
 
 if __name__ == "__main__":
