@@ -188,9 +188,10 @@ from edgecompress.cli.deploy import deploy  # noqa: E402 - command groups kept i
 from edgecompress.cli.pipeline import pipeline, report  # noqa: E402
 from edgecompress.cli.qat import binarize, qat  # noqa: E402
 from edgecompress.cli.train import cluster, distill, prune  # noqa: E402
+from edgecompress.cli.tune import tune  # noqa: E402
 from edgecompress.cli.zoo import zoo  # noqa: E402
 
-for _command in (deploy, zoo, prune, cluster, distill, qat, binarize, pipeline, report):
+for _command in (deploy, zoo, prune, cluster, distill, qat, binarize, pipeline, report, tune):
     cli.add_command(_command)
 
 
