@@ -64,7 +64,7 @@ def quantize(
     model: PathLike,
     output: PathLike,
     mode: str | None = None,
-    format: str = "tflite",
+    format: str | None = None,
     per_channel: bool = True,
     io: str = "float",
     calib: Data | None = None,
@@ -75,9 +75,11 @@ def quantize(
     force: bool = False,
     progress: bool = False,
 ) -> PassRun:
-    """Post-training quantization to TFLite or ONNX (int8 when calibration data is given, else dynamic)."""
-    from edgecompress.compress.quantize import QuantizeConfig, QuantizePass, choose_mode
+    """Post-training quantization of a Keras, float .tflite or float .onnx model to TFLite or ONNX (int8 when
+    calibration data is given, else dynamic). ``format`` None: an ONNX source stays ONNX, others become TFLite."""
+    from edgecompress.compress.quantize import QuantizeConfig, QuantizePass, choose_mode, default_format
 
+    format = format or default_format(load(model).format).value
     chosen, reason = choose_mode(mode, calib is not None)
     step = QuantizePass(QuantizeConfig(mode=chosen, format=format, per_channel=per_channel, io=io))
     if calib is not None and not chosen.needs_calibration:
@@ -252,12 +254,18 @@ def bench(
     device: str = "cpu",
     trust_model: bool = False,
     progress: bool = False,
+    preprocessing: dict[str, Any] | None = None,
 ):
-    """Benchmark every model on every runtime that can run it; one BenchmarkRecord per pair."""
+    """Benchmark every model on every runtime that can run it; one BenchmarkRecord per pair.
+
+    ``preprocessing`` (scale, offset, mean, std, color, layout) is for ``eval`` data of models
+    that carry no sidecar; a sidecar's values are used otherwise.
+    """
     from edgecompress.reports.bench import run_benchmarks
 
     return run_benchmarks(
-        [load(m) for m in models], runtimes, threads, warmup, runs, eval, device, trust_model, progress
+        [load(m) for m in models], runtimes, threads, warmup, runs, eval, device, trust_model, progress,
+        preprocessing=preprocessing,
     )
 
 

@@ -30,7 +30,7 @@ def digits_cnn(workdir):
 
 
 @pytest.fixture(scope="module")
-def binarized(digits_cnn, workdir):
+def binarized(larq, digits_cnn, workdir):
     return api.binarize(digits_cnn, workdir / "digits_cnn.binary.tflite", "digits", epochs=2, progress=False, force=True)
 
 
@@ -72,7 +72,7 @@ def test_bench_runs_lce_models(binarized):
     assert record.metric_value == pytest.approx(binarized.evaluation.output.metrics["top1"])
 
 
-def test_binarize_all_binarizes_first_and_last(digits_cnn):
+def test_binarize_all_binarizes_first_and_last(larq, digits_cnn):
     from edgecompress.compress.binarize import binarize_model
     from edgecompress.runtimes.keras_io import load_keras
 

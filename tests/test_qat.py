@@ -328,3 +328,15 @@ def test_preserve_clusters_keeps_a_clustered_model_clustered(workdir, tmp_path):
     # without preservation the same training spreads the weights out again
     _, plain = _qat(clustered.output.path, tmp_path / "plain.tflite", "digits", 32, preserve="none", lr=1e-3)
     assert max_unique_per_output_channel(plain) > clusters
+
+
+def test_preserve_clusters_quantizes_layers_the_scheme_has_no_rule_for(workdir, tmp_path):
+    """TFMOT's cluster-preserving scheme knows no Conv2DTranspose: such a layer is quantized the default
+    way (and said so), instead of the whole U-Net being refused."""
+    model, metadata = build("unet", input_size=32, alpha=0.25, depth=2)
+    source = save_model(model, workdir / "unet_cqat.h5", metadata)
+    clustered = api.cluster(source, tmp_path / "unet.clustered.h5", "synthetic-shapes", clusters=8, epochs=0,
+                            measure=False, progress=False)  # fmt: skip
+    report, _ = _qat(clustered.output.path, tmp_path / "unet.cqat.tflite", "synthetic-shapes", 32, preserve="clusters")
+    defaults = {name: c for name, c in report.details["our_configs"].items() if c["config"].startswith("default 8-bit")}
+    assert defaults and all(c["layer"] == "Conv2DTranspose" for c in defaults.values())

@@ -224,7 +224,7 @@ def distill(student, teacher, train: ModelInputs, config: BinarizeConfig, progre
     """Train ``student`` against ``teacher``'s softened outputs and the labels; returns epoch losses."""
     tf = import_tensorflow()
     tf_keras = import_tf_keras()
-    from tqdm import tqdm
+    from edgecompress._progress import progress_bar
 
     tf_keras.utils.set_random_seed(config.seed)
     x, y = train.array(), train.data.labels
@@ -248,7 +248,7 @@ def distill(student, teacher, train: ModelInputs, config: BinarizeConfig, progre
 
     rng = np.random.default_rng(config.seed)
     losses = []
-    bar = tqdm(total=steps, disable=not progress, leave=False, unit="step", desc="distilling")
+    bar = progress_bar(total=steps, disable=not progress, unit="step", desc="distilling")
     for _ in range(config.epochs):
         order = rng.permutation(len(x))
         total = 0.0

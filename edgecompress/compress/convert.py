@@ -192,8 +192,12 @@ def onnx_quantize(
     calibration: ModelInputs | None = None,
     per_channel: bool = True,
     progress: bool = False,
+    batch_size: int = 16,
 ) -> None:
-    """Quantize an ONNX model with ONNX Runtime: dynamic, static QDQ int8 / int16x8, or float16."""
+    """Quantize an ONNX model with ONNX Runtime: dynamic, static QDQ int8 / int16x8, or float16.
+
+    ``batch_size``: calibration batches; a model exported with a fixed batch (often 1) needs that one.
+    """
     onnx = require("onnx", "onnx", "ONNX quantization")
     if mode == "float16":
         float16 = require("onnxconverter_common.float16", "onnx", "ONNX float16 conversion")
@@ -219,7 +223,7 @@ def onnx_quantize(
                 str(source),
                 str(output),
                 _reader(quantization.CalibrationDataReader, calibration, float_model.graph.input[0].name,
-                        terminal if progress else None),
+                        terminal if progress else None, batch_size),
                 calibrate_method=quantization.CalibrationMethod.MinMax,
                 **ort_static_options(mode, per_channel),
             )
@@ -250,24 +254,29 @@ def ort_static_options(mode: str, per_channel: bool) -> dict:
 
 
 def prepare_onnx_int8(float_model):
-    """The float graph ONNX Runtime quantizes best (see ``onnx_rewrite.py``); says what changed."""
+    """The float graph ONNX Runtime quantizes best (see ``onnx_rewrite.py``); says what changed.
+    A graph the rewrites cannot take (foreign exports) is quantized as it is."""
     from edgecompress.compress.onnx_rewrite import prepare_for_int8
 
-    model, rewrites = prepare_for_int8(float_model)
+    try:
+        model, rewrites = prepare_for_int8(float_model)
+    except Exception as exc:  # noqa: BLE001 - an odd foreign graph is quantized as it is, only slower
+        log.warning("ONNX int8: graph rewrites skipped (%s)", (str(exc).splitlines() or [type(exc).__name__])[0][:200])
+        return float_model
     if rewrites:
         log.info("ONNX int8: %s", ", ".join(f"{n}× {what}" for what, n in rewrites.items()))
     return model
 
 
-def _reader(base, calibration: ModelInputs, input_name: str, progress_file=None):
-    from tqdm import tqdm
+def _reader(base, calibration: ModelInputs, input_name: str, progress_file=None, batch_size: int = 16):
+    from edgecompress._progress import progress_bar
 
     class Reader(base):
         """ONNX Runtime's one-method data-reader protocol over our calibration batches."""
 
         def __init__(self) -> None:
-            self._batches = calibration.batches(16)
-            self._bar = tqdm(total=len(calibration), desc="calibrating", unit="sample", leave=False,
+            self._batches = calibration.batches(batch_size)
+            self._bar = progress_bar(total=len(calibration), desc="calibrating", unit="sample",
                              file=progress_file, disable=progress_file is None)
 
         def get_next(self):

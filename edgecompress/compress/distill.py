@@ -28,6 +28,7 @@ from edgecompress._env import import_tensorflow, import_tf_keras
 from edgecompress.artifacts import Artifact, Metadata, ModelFormat
 from edgecompress.calibration.data import ModelInputs
 from edgecompress.compress import finetune
+from edgecompress.compress.export import float_reference
 from edgecompress.compress.finetune import FineTune
 from edgecompress.compress.passes import PASSES, Pass, PassContext, PassReport, PassResult, Role
 from edgecompress.errors import UnsupportedError, UsageError
@@ -171,9 +172,9 @@ def train_student(
     distiller.compile(optimizer=tf_keras.optimizers.Adam(schedule))
     callbacks = []
     if progress:
-        from tqdm.keras import TqdmCallback
+        from edgecompress._progress import keras_progress
 
-        callbacks.append(TqdmCallback(verbose=0, leave=False))
+        callbacks.append(keras_progress())
     history = distiller.fit(dataset, epochs=ft.epochs, verbose=0, callbacks=callbacks)
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
@@ -318,6 +319,6 @@ class DistillPass(Pass):
             pass_name=self.name, params=self.params(), seconds=time.perf_counter() - started, task=task,
             metric=finetune.primary_metric(task), student=student_name, student_params=int(student.count_params()),
             teacher_params=int(teacher.count_params()), kd_loss=KD_LOSS_NAMES[task], scores=scores,
-            final_losses={k: v[-1] for k, v in history.items()},
+            final_losses={k: v[-1] for k, v in history.items()}, float_reference=float_reference(teacher),
         )  # fmt: skip
         return PassResult(result, report)

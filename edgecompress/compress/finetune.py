@@ -22,6 +22,7 @@ import numpy as np
 from edgecompress._env import import_tf_keras
 from edgecompress.artifacts import Artifact, Metadata, ModelFormat
 from edgecompress.calibration.data import ModelInputs
+from edgecompress.compress.export import float_reference
 from edgecompress.compress.passes import (
     Pass,
     PassContext,
@@ -125,15 +126,24 @@ def write_output(
     model, artifact: Artifact, source: KerasModel, context: PassContext, step: str, params: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> Artifact:
-    """Save the trained model (.h5/.keras, atomically) with the source's metadata and one more lineage step."""
+    """Save the trained model (.h5/.keras, atomically) with the source's metadata and one more lineage step.
+
+    A ``.keras`` output is written by Keras 3 itself (see :func:`save_keras3`): ``.keras`` is Keras 3's
+    format, so the user's own Keras loads it; ``.h5`` (tf_keras) stays available for every source.
+    """
     from edgecompress.models.train import save_model
 
     output = Path(context.output)
+    keras3 = output.suffix.lower() == ".keras"
     view = KerasModel(model=model, flavor="tf_keras", path=output)
     metadata: Metadata = output_metadata(artifact, view, context, step, params)
+    extra = {**(extra or {}), **({"keras_flavor": "keras3"} if keras3 else {})}
     if extra:
         metadata = dataclasses.replace(metadata, extra={**metadata.extra, **extra})
-    save_model(model, output, metadata)  # writes the sidecar before the model's rename
+    if keras3:
+        save_keras3(model, output, metadata)
+    else:
+        save_model(model, output, metadata)  # writes the sidecar before the model's rename
     fmt = ModelFormat.KERAS_V3 if output.suffix.lower() == ".keras" else ModelFormat.KERAS_H5
     return Artifact(output, fmt, metadata)
 
@@ -146,6 +156,44 @@ class FineTuneReport(PassReport):
     metric: str
     #: float TFLite renderings of source and output ("source", "output" or "output_sparse")
     tflite: Mapping[str, TFLiteProfile] | None = None
+
+
+#: largest |Δ| allowed between the tf_keras result and its Keras 3 copy, relative to the output scale
+KERAS3_ATOL = 1e-5
+
+
+def save_keras3(model, path: Path, metadata: Metadata) -> Path:
+    """Write a tf_keras model as a Keras 3 ``.keras`` file, atomically, checked to predict the same.
+
+    Why through .h5: Keras 3 reads legacy tf_keras HDF5 files (its documented migration route), so
+    the layers and weights are rebuilt by Keras 3's own deserializer rather than by a copy of ours.
+    """
+    import keras
+
+    from edgecompress.artifacts import atomic_path, write_metadata
+    from edgecompress.runtimes.probe import trust
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="edgecompress-k3-") as tmp:
+        legacy = Path(tmp) / "model.h5"
+        model.save(legacy, include_optimizer=False)
+        try:
+            copy = keras.saving.load_model(legacy, compile=False, safe_mode=True)
+        except Exception as exc:  # noqa: BLE001 - Keras 3 raises ValueError, TypeError… on layers it lacks
+            raise UsageError(
+                f"Keras 3 cannot rebuild this model: {str(exc).splitlines()[0][:200]}", f"write {path.stem}.h5 instead"
+            ) from exc
+    shape = tuple(d or 1 for d in model.inputs[0].shape[1:])
+    probe = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
+    expected, got = np.asarray(model(probe, training=False)), np.asarray(copy(probe, training=False))
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    if expected.shape != got.shape or not float(np.max(np.abs(expected - got))) <= KERAS3_ATOL * scale:
+        raise UsageError("the Keras 3 copy of the result predicts differently from it", f"write {path.stem}.h5 instead")
+    with atomic_path(path) as tmp_path:
+        copy.save(tmp_path)
+        write_metadata(path, metadata)  # before the rename: the model's appearance is the commit
+    trust(path)
+    return path
 
 
 class FineTuningPass(Pass):
@@ -181,7 +229,7 @@ class FineTuningPass(Pass):
         result = write_output(output, artifact, source, context, self.name, self.params())
         report = self.report_type(
             pass_name=self.name, params=self.params(), seconds=time.perf_counter() - started, task=task,
-            metric=primary_metric(task), tflite=tflite, **details,
+            metric=primary_metric(task), tflite=tflite, float_reference=float_reference(source.model), **details,
         )  # fmt: skip
         return PassResult(result, report)
 
@@ -220,13 +268,13 @@ def litert_latency(data: bytes, threads: int = 2, runs: int = 50) -> float:
     """Median LiteRT latency in ms (XNNPACK, batch 1), timed as `compress bench` times it."""
     from edgecompress.runtimes.base import time_session
     from edgecompress.runtimes.litert import LiteRTRuntime
+    from edgecompress.runtimes.probe import trust
 
     with tempfile.TemporaryDirectory(prefix="edgecompress-lat-") as tmp:
         path = Path(tmp) / "model.tflite"
         path.write_bytes(data)
-        session = LiteRTRuntime().open(Artifact(path, ModelFormat.TFLITE), "cpu", threads)
-        shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
-        sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-        timing = time_session(session, sample, warmup=5, runs=runs)
-        session.close()
-    return timing.p50
+        trust(path)  # the converter wrote it in this process a moment ago
+        with LiteRTRuntime().open(Artifact(path, ModelFormat.TFLITE), "cpu", threads) as session:
+            shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+            sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+            return time_session(session, sample, warmup=5, runs=runs).p50

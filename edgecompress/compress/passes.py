@@ -44,6 +44,8 @@ class PassContext:
     progress: bool = True
     #: the source model, loaded once by the runner (passes read it through ``load_source``)
     source_model: KerasModel | None = None
+    #: the input layout (NHWC, NCHW) the data was prepared in; None: the model's own
+    layout: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +56,8 @@ class PassReport:
     pass_name: str
     params: Mapping[str, Any]
     seconds: float
+    #: the float model the output's size is compared with: {"bytes": …, "what": …} (reports/sizes.py)
+    float_reference: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         own = {f.name: plain(getattr(self, f.name)) for f in fields(self) if f.name not in ("pass_name", "params", "seconds")}

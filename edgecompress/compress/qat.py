@@ -34,6 +34,7 @@ import numpy as np
 from edgecompress._env import import_tensorflow, import_tf_keras, native_output_silenced
 from edgecompress.artifacts import Artifact, ModelFormat, atomic_path
 from edgecompress.compress import convert
+from edgecompress.compress.export import float_reference
 from edgecompress.compress.passes import (
     PASSES,
     CalibrationInfo,
@@ -313,10 +314,19 @@ def prepare(model, config: QATConfig):
             chosen[layer.name] = {"layer": type(layer).__name__, "config": kind}
             return qkeras.quantize_annotate_layer(layer, cfg.CONFIGS[kind]())
         if cfg.tfmot_supports(layer) or type(layer).__name__ == "BatchNormalization":
+            if preserving is not None and not preserving.supports(layer) and default_registry.supports(layer):
+                # The preserve scheme has no rule for this layer (Conv2DTranspose, …): quantize it
+                # the default way, so the rest of the model keeps its sparsity or clusters.
+                chosen[layer.name] = {"layer": type(layer).__name__, "config": f"default 8-bit ({config.preserve.value} "
+                                      "not preserved: the preserve scheme has no rule for this layer)"}  # fmt: skip
+                return qkeras.quantize_annotate_layer(layer, default_registry.get_quantize_config(layer))
             return qkeras.quantize_annotate_layer(layer)
         unsupported.append(f"{layer.name} ({_describe(layer)})")
         return layer
 
+    scheme = _scheme(tfmot, config.preserve)
+    preserving = scheme.get_quantize_registry() if config.preserve is not Preserve.NONE else None
+    default_registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme().get_quantize_registry()
     annotated = tf_keras.models.clone_model(model, clone_function=annotate)
     if unsupported:
         first = unsupported[0].split(" ")[0]
@@ -325,7 +335,6 @@ def prepare(model, config: QATConfig):
             f"leave them in float during training with --skip-layer {first} (repeatable; the converter then "
             "quantizes them post-training where TFLite has an int8 kernel), or replace them with built-in layers",
         )
-    scheme = _scheme(tfmot, config.preserve)
     try:
         with native_output_silenced(), qkeras.quantize_scope(cfg.custom_objects()):
             # No 'quant_' prefix: output names must stay the model's own, since runtimes order a
@@ -561,6 +570,7 @@ class QATPass(Pass):
             inputs_reordered_by_tfmot=tuple(reordered),
             weight_sparsity={"source": sparsity_before, "int8_tflite": weight_sparsity(data)},
             seconds_training=trained_seconds, check=check, ptq_int8=ptq, max_unique_weights_per_output_channel=kept,
+            float_reference=float_reference(source.model),
         )  # fmt: skip
         return PassResult(result, report)
 

@@ -18,7 +18,14 @@ from edgecompress.calibration.data import ModelInputs
 from edgecompress.calibration.preprocessing import Preprocessing
 from edgecompress.compress.passes import Pass, PassContext, PassReport, plain
 from edgecompress.errors import DataError, UsageError
-from edgecompress.models.inputs import DataPlan, Role, inputs_for, load_roles, resolve_preprocessing
+from edgecompress.models.inputs import (
+    DataPlan,
+    Role,
+    input_spec_of,
+    inputs_for,
+    load_roles,
+    resolve_preprocessing,
+)
 from edgecompress.runtimes.keras_io import KerasModel, load_keras
 
 #: how each role is given on the command line and in a recipe, for errors that name the fix
@@ -83,8 +90,15 @@ class PassRun:
     notes: tuple[str, ...] = ()
 
     @property
+    def sizes(self):
+        """Both files' sizes and the ratio against the float model stored the same way (reports/sizes.py)."""
+        from edgecompress.compress.sizes import compare_sizes
+
+        return compare_sizes(self.source, self.output, self.report.to_dict())
+
+    @property
     def size_ratio(self) -> float:
-        return self.source.size_bytes / max(1, self.output.size_bytes)
+        return self.sizes.ratio
 
     @property
     def details(self) -> dict[str, Any]:
@@ -92,12 +106,14 @@ class PassRun:
         return self.report.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
+        sizes = self.sizes
         return {
             "source": str(self.source.path),
             "output": str(self.output.path),
-            "size_bytes_before": self.source.size_bytes,
-            "size_bytes_after": self.output.size_bytes,
-            "size_ratio": self.size_ratio,
+            "size_bytes_before": sizes.source_bytes,
+            "size_bytes_after": sizes.output_bytes,
+            "size_ratio": sizes.ratio,
+            "size": sizes.to_dict(),
             "preprocessing": self.preprocessing.to_dict(),
             "preprocessing_origin": self.preprocessing_origin,
             "task": self.output.metadata.task,
@@ -128,20 +144,21 @@ def run_pass(
     source = source if isinstance(source, Artifact) else Artifact.open(source)
     data = data or DataPlan()
     step.check_input(source)
-    output = output_path(source, output, step.produces.suffix, force)
+    output = output_path(source, output, _suffix(step, output), force)
     missing = sorted(role.value for role in step.needs() if data.get(role) is None)
     if missing:
         role = Role(missing[0])
         raise DataError(f"'{step.describe()}' needs {role.value} data, and none was given", ROLE_HINTS[role])
     resolved = resolve_preprocessing(source, preprocessing)
     keras_model = load_keras(source.path, trust_model) if source.format.is_keras else None
-    shape = _input_shape(source, keras_model, trust_model)
-    roles = load_roles(data, step.needs(), shape, resolved.preprocessing)
-    if roles.validation is not None and keras_model is not None:
-        _check_targets_fit(source, keras_model, roles.validation)  # before any output is written
+    spec = input_spec_of(source, trust_model, (preprocessing or {}).get("layout"))
+    roles = load_roles(data, step.needs(), spec.shape, resolved.preprocessing, spec.layout)
+    if roles.validation is not None:
+        _check_targets_fit(source, keras_model, roles.validation, trust_model)  # before any output is written
     context = PassContext(
         output=output, force=force, trust_model=trust_model, train=roles.train, calibration=roles.calibration,
         validation=roles.validation, preprocessing=resolved.preprocessing, progress=progress, source_model=keras_model,
+        layout=spec.layout,
     )  # fmt: skip
     result = step.apply(source, context)
     evaluation = None
@@ -177,17 +194,20 @@ def score_pair(
     return Evaluation(data.source, TASKS.get(task).primary_metric, before, after)
 
 
-def _input_shape(source: Artifact, keras_model: KerasModel | None, trust_model: bool) -> tuple[int, ...]:
-    from edgecompress.models.inputs import input_shape_of
+def _suffix(step: Pass, output: str | os.PathLike) -> str:
+    """The suffix the output must have: a pass that writes Keras takes ``.keras`` (Keras 3) as well as ``.h5``."""
+    if step.produces.is_keras and Path(output).suffix.lower() == ".keras":
+        return ".keras"
+    return step.produces.suffix
 
-    if keras_model is None:
-        return input_shape_of(source, trust_model)
-    return tuple(int(d) if d else -1 for d in keras_model.input_shape)
 
-
-def _check_targets_fit(source: Artifact, keras_model: KerasModel, data: ModelInputs) -> None:
+def _check_targets_fit(source: Artifact, keras_model: KerasModel | None, data: ModelInputs, trust_model: bool) -> None:
     """The held-out targets fit the model's outputs (the task's own DataError otherwise)."""
+    from edgecompress.models.inputs import output_shapes_of
     from edgecompress.models.tasks import TASKS, task_of
 
-    shapes = [tuple(t.shape) for t in keras_model.model.outputs]
+    if keras_model is not None:
+        shapes = [tuple(t.shape) for t in keras_model.model.outputs]
+    else:
+        shapes = output_shapes_of(source, trust_model)
     TASKS.get(task_of(source.metadata.task, shapes)).targets(data.data, shapes)

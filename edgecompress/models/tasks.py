@@ -292,18 +292,6 @@ def task_of(declared: str | None, output_shapes: Shapes) -> str:
     )
 
 
-def evaluate_artifact(artifact, data: ModelInputs, trust_model: bool = False, session: Session | None = None):
-    """The task's metrics of a model file on labelled data, run in the runtime it deploys with
-    (or in ``session``, when the caller has the model open already)."""
-    if session is not None:
-        shapes = [tuple(o.shape) for o in session.outputs]
-        return evaluate(session, data, task_of(artifact.metadata.task, shapes))
-    from edgecompress.runtimes import open_session
-
-    with open_session(artifact, trust_model=trust_model) as opened:
-        return evaluate_artifact(artifact, data, trust_model, opened)
-
-
 def evaluate(session: Session, data: ModelInputs, task: str = "classification", batch_size: int = 32) -> dict[str, float]:
     """Score a session on labelled data with the task's metrics (fractions in [0, 1]; ``nme`` lower is better)."""
     spec = TASKS.get(task)

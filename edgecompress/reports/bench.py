@@ -56,12 +56,12 @@ def _memory_child(runtime: str, path: str, threads: int | None, trust_model: boo
     backend = get_runtime(runtime)
     backend.version()  # imports the runtime's modules before the baseline is taken
     baseline = _status_kib("VmRSS")
-    session = backend.open(Artifact.open(path), "cpu", threads, trust_model)
-    shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
-    prepared = session.prepare_raw(np.zeros((1, *shape), dtype=np.float32))
-    for _ in range(3):
-        session.run_raw(prepared)
-    peak = _status_kib("VmHWM")
+    with backend.open(Artifact.open(path), "cpu", threads, trust_model) as session:
+        shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+        prepared = session.prepare_raw(np.zeros((1, *shape), dtype=np.float32))
+        for _ in range(3):
+            session.run_raw(prepared)
+        peak = _status_kib("VmHWM")
     return None if baseline is None or peak is None else max(0, peak - baseline) * 1024
 
 
@@ -205,21 +205,22 @@ def run_benchmarks(
     trust_model: bool = False,
     progress: bool = False,
     memory: bool = True,
+    preprocessing: dict | None = None,
 ) -> list[BenchmarkRecord]:
     """`compress bench`: every model on every requested runtime that runs its format.
 
     A model derived from another one in the same call (by its lineage's source hash) gets its
-    metric's change against that source's first measurement.
+    metric's change against that source's first measurement. ``preprocessing`` (scale, offset, mean,
+    std, color, layout) prepares ``eval_spec`` for models without a sidecar; options beat the sidecar.
     """
-    from tqdm import tqdm
-
-    from edgecompress.models.inputs import input_shape_of, model_inputs, resolve_preprocessing
+    from edgecompress._progress import progress_bar
+    from edgecompress.models.inputs import input_spec_of, model_inputs, resolve_preprocessing
     from edgecompress.runtimes import RUNTIMES, get_runtime
 
     backends = [get_runtime(name) for name in runtimes] if runtimes else [rt for _, rt in RUNTIMES.items()]
     pairs = [(a, rt) for a in artifacts for rt in backends if rt.accepts(a)]
     measured: list[tuple[Any, FileFacts, Measurement | None]] = []
-    with tqdm(total=len(pairs) * runs, disable=not progress, unit="run", leave=False, dynamic_ncols=True) as bar:
+    with progress_bar(total=len(pairs) * runs, disable=not progress, unit="run", dynamic_ncols=True) as bar:
         for artifact in artifacts:
             facts = FileFacts.of(artifact)
             mine = [rt for a, rt in pairs if a is artifact]
@@ -228,8 +229,9 @@ def run_benchmarks(
                 continue
             data = None
             if eval_spec is not None:
-                pre = resolve_preprocessing(artifact).preprocessing
-                data = model_inputs(eval_spec, input_shape_of(artifact, trust_model), pre, split="test", need_labels=True)
+                pre = resolve_preprocessing(artifact, preprocessing).preprocessing
+                spec = input_spec_of(artifact, trust_model, (preprocessing or {}).get("layout"))
+                data = model_inputs(eval_spec, spec.shape, pre, split="test", need_labels=True, layout=spec.layout)
             for runtime in mine:
                 bar.set_description(f"{artifact.path.name} on {runtime.name}")
                 m = measure(artifact, runtime, device, threads, warmup, runs, data, trust_model, memory,

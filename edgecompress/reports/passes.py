@@ -39,8 +39,7 @@ def _conversion(run: PassRun) -> list[str]:
     else:
         lines.append(f"  format        float {params['format']}")
     lines.append(f"  preprocessing {run.preprocessing.describe()} ({run.preprocessing_origin})")
-    lines.append(f"  size          {human_bytes(run.source.size_bytes)} → {human_bytes(run.output.size_bytes)}"
-                 f" ({run.size_ratio:.2f}× smaller)")  # fmt: skip
+    lines.append(f"  size          {run.sizes.describe(human_bytes)}")
     check = report.check
     lines.append(f"  export check  max |Δ| {check.max_abs_diff:.3g}, mean |Δ| {check.mean_abs_diff:.3g} on "
                  f"{check.samples} {check.inputs_from}: ok (tolerance {check.tolerance:.1%} of output scale)")  # fmt: skip
@@ -64,6 +63,7 @@ def accuracy_lines(evaluation: Evaluation | None) -> list[str]:
 
 def _fine_tuned(run: PassRun, body: Callable[[PassRun], list[str]]) -> list[str]:
     lines = body(run)
+    lines.append(f"  size          {run.sizes.describe(human_bytes)}")
     ev = run.evaluation
     if ev is not None:
         src, out = ev.source.metrics[ev.metric], ev.output.metrics[ev.metric]
@@ -173,7 +173,7 @@ def _qat(run: PassRun) -> list[str]:
         lines.append(f"  sparsity      {r.weight_sparsity['source']:.1%} in the source → "
                      f"{r.weight_sparsity['int8_tflite']:.1%} in the int8 file")  # fmt: skip
     ptq = f", post-training int8 {human_bytes(r.ptq_int8.size_bytes)}" if r.ptq_int8 else ""
-    lines.append(f"  size          {human_bytes(run.source.size_bytes)} → {human_bytes(run.output.size_bytes)}{ptq}")
+    lines.append(f"  size          {run.sizes.describe(human_bytes)}{ptq}")
     lines.append(f"  export check  mean |Δ| {r.check.mean_abs_diff:.3g} vs the QAT Keras model on {r.check.samples} "
                  f"{r.check.inputs_from}: ok")  # fmt: skip
     ev = run.evaluation

@@ -175,3 +175,17 @@ def time_session(session, x: np.ndarray, warmup: int = 5, runs: int = 50, tick: 
         if tick:
             tick()
     return Timing(latencies)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def guess_layout(shape: tuple[int, ...]) -> str:
+    """NCHW for an input shaped (1|3, H, W) with H, W not channel counts, as PyTorch exports are; else NHWC.
+
+    Why a guess is enough: a channels-first image has its 1 or 3 channels first and larger sizes
+    after; the ambiguous (3, 3, 3) stays NHWC, and ``--layout`` overrides any guess.
+    """
+    if len(shape) == 3 and shape[0] in (1, 3) and shape[-1] not in (1, 3, 4):
+        return "NCHW"
+    return "NHWC"

@@ -80,9 +80,11 @@ class LiteRTSession(Session):
         self.interpreter = interpreter
         self.device = device
         self.threads = threads
-        self._input = interpreter.get_input_details()[0]
+        details = interpreter.get_input_details()
+        self._input = details[0]
         self._outputs = _output_order(interpreter, output_names)
-        self.inputs = [_spec(self._input)]
+        # Every input is listed (so a caller can see a multi-input model); run() feeds the first.
+        self.inputs = [_spec(d) for d in details]
         self.outputs = [_spec(d) for d in self._outputs]
         self._batch = int(self._input["shape"][0])
         self._resizable = int(self._input.get("shape_signature", self._input["shape"])[0]) == -1
