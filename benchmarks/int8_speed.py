@@ -134,7 +134,10 @@ def why_lines(files: dict[str, Path]) -> list[str]:
     lines = []
     for column in ("litert stock", "litert ours"):
         d = xnnpack_delegation(files[column])
-        lines.append(f"{column}: {d.partitions} XNNPACK part(s)" + (f"; {d.describe()}" if d and d.splitting else ""))
+        if d is None:
+            lines.append(f"{column}: this interpreter does not list its delegated nodes")
+            continue
+        lines.append(f"{column}: {d.partitions} XNNPACK part(s)" + (f"; {d.describe()}" if d.splitting else ""))
     for column in ("ort stock", "ort ours"):
         islands = float_islands(files[column])
         text = ", ".join(f"{n}× {op}" for op, n in islands.most_common()) or "none"

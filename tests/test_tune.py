@@ -187,6 +187,23 @@ def test_known_limits_name_their_target():
         assert all(isinstance(limit, KnownLimit) and limit.reason for limit in target.limits)
 
 
+def test_a_tune_recipe_reads_paths_next_to_it_and_refuses_unknown_keys(tmp_path):
+    from edgecompress.pipeline.tune_run import load_tune_recipe
+
+    recipe = tmp_path / "tune.yaml"
+    recipe.write_text("tune:\n  model: m.h5\n  calib: digits\n  eval: val/\n  max_drop: 1\n  runtimes: [litert]\n"
+                      "  threads: [1, 2]\n  latency_budget: 3\n")  # fmt: skip
+    config = load_tune_recipe(recipe)
+    assert config.model == tmp_path / "m.h5" and config.calib == "digits" and config.eval == str(tmp_path / "val/")
+    assert config.budget == Budget(1, 3, None) and config.runtimes == ("litert",) and config.threads == (1, 2)
+    recipe.write_text("model: m.h5\ncalib: digits\neval: digits\nmax_dorp: 1\n")
+    with pytest.raises(UsageError, match="unknown key 'max_dorp'"):
+        load_tune_recipe(recipe)
+    recipe.write_text("model: m.h5\ncalib: digits\neval: digits\nruntimes: tensorrt\n")
+    with pytest.raises(UsageError, match="tensorrt"):
+        load_tune_recipe(recipe)
+
+
 @pytest.mark.slow
 def test_compress_tune_end_to_end_then_a_budget_nothing_meets(tiny_classifier, workdir):
     """LiteRT only, one thread, 5 timed runs: the float model, int8 and dynamic are built (32 px);

@@ -138,6 +138,34 @@ def _quantize_keeping_float(concrete, calibration: ModelInputs, per_channel: boo
                                       denylisted_ops=list(ops))  # fmt: skip
 
 
+def int8_path(path: Path, fmt: str) -> str | None:
+    """What the runtime that runs an int8 ``path`` leaves outside its int8 kernels, in one line, or
+    None when nothing is: the ops that cost the time where int8 does not beat float.
+
+    LiteRT: ops XNNPACK cannot take, which split the graph into parts handed to built-in kernels.
+    ONNX Runtime: ops it still runs in float between DequantizeLinear and QuantizeLinear after its
+    own int8 fusions (each costs a dequantize and a quantize besides the float op).
+    """
+    try:
+        if fmt == "tflite":
+            from edgecompress.runtimes.litert import xnnpack_delegation
+
+            delegation = xnnpack_delegation(path)
+            if delegation is None or not delegation.splitting:
+                return None
+            return f"LiteRT: {delegation.describe()} (those run on built-in kernels)"
+        from edgecompress.runtimes.onnxrt import float_islands
+
+        islands = float_islands(path)
+    except Exception as exc:  # noqa: BLE001 - a diagnosis that fails must not fail the quantization
+        log.debug("int8 path of %s not read: %s", path, exc)
+        return None
+    if not islands:
+        return None
+    ops = ", ".join(f"{n}× {op}" for op, n in islands.most_common())
+    return f"ONNX Runtime runs {ops} in float between Dequantize/QuantizeLinear"
+
+
 def _tensor_name(tensor, index: int) -> str:
     name = str(getattr(tensor, "name", "") or f"input_{index}").split(":")[0]
     return name.replace("/", "_") or f"input_{index}"
