@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_python_loggers()
     args.zoo_dir.mkdir(parents=True, exist_ok=True)
     model = trained_model(args.zoo_dir)
+    from edgecompress._env import import_tensorflow
+
+    import_tensorflow()  # both searches start with TensorFlow loaded: neither pays its import
     searched, search_s = one_search(model, args.workdir / "search", "branch-and-bound", args.max_drop, args.runs)
     say("\n".join(render_lines(searched)))
     grid, grid_s = one_search(model, args.workdir / "grid", "grid", args.max_drop, args.runs)
