@@ -106,11 +106,10 @@ def test_the_benchmark_table_reads_its_ratios_right():
     assert cells[7] == "2.00×, 2.67×"  # ours vs stock
 
 
-def test_quantize_names_the_ops_onnx_runtime_still_runs_in_float(tmp_path):
-    """A Sin between two convolutions has no int8 kernel: `compress quantize` names it (int8_path)."""
+def _int8_with_a_float_island(tmp_path) -> Path:
     from onnxruntime import quantization
 
-    from edgecompress.compress.convert import int8_path, ort_static_options
+    from edgecompress.compress.convert import ort_static_options
 
     inits = {"w": RNG.standard_normal((4, 3, 3, 3)).astype(np.float32),
              "w2": RNG.standard_normal((4, 4, 1, 1)).astype(np.float32)}  # fmt: skip
@@ -125,5 +124,32 @@ def test_quantize_names_the_ops_onnx_runtime_still_runs_in_float(tmp_path):
 
     quantization.quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(),
                                  **ort_static_options("int8", True))  # fmt: skip
-    line = int8_path(tmp_path / "q.onnx", "onnx")
+    return tmp_path / "q.onnx"
+
+
+def test_quantize_names_the_ops_onnx_runtime_still_runs_in_float(tmp_path):
+    """A Sin between two convolutions has no int8 kernel: `compress quantize` names it (int8_path)."""
+    from edgecompress.compress.convert import int8_path
+
+    line = int8_path(_int8_with_a_float_island(tmp_path), "onnx")
     assert line is not None and "1× Sin" in line and "Conv" not in line
+
+
+@pytest.mark.parametrize(("int8_ms", "noted"), [(2.0, True), (0.5, False)])
+def test_bench_notes_an_int8_file_no_faster_than_its_float(tmp_path, int8_ms, noted):
+    from types import SimpleNamespace
+
+    from edgecompress.reports.bench import int8_not_faster
+    from edgecompress.reports.records import BenchmarkRecord
+
+    def artifact(step, params, path):
+        lineage = (SimpleNamespace(step=step, params=params, source_sha256="root"),)
+        return SimpleNamespace(metadata=SimpleNamespace(lineage=lineage), path=path, format=SimpleNamespace(value="onnx"))
+
+    int8 = _int8_with_a_float_island(tmp_path)
+    artifacts = [artifact("export", {"format": "onnx"}, tmp_path / "f.onnx"), artifact("quantize", {"mode": "int8"}, int8)]
+    records = [BenchmarkRecord("m", v, "onnx", "onnxruntime", "1", "cpu", 2, 1, 1, latency_ms_p50=ms)
+               for v, ms in (("float", 1.0), ("int8", int8_ms))]  # fmt: skip
+    out = int8_not_faster(records, artifacts)
+    assert out[0] == records[0]
+    assert ("1× Sin" in out[1].note and "2.000 vs 1.000 ms" in out[1].note) if noted else out[1] == records[1]
