@@ -93,9 +93,9 @@ def _xnnpack_float_islands(data: bytes, concrete, calibration: ModelInputs, per_
 
     XNNPACK (LiteRT's CPU path on phones, Raspberry Pis and PCs) has no int8 kernel for some ops,
     MobileNetV3's HARD_SWISH first among them: they fall back to LiteRT's built-in kernels and cut
-    the graph into parts (22 for MobileNetV3-large, whose int8 model then ran 2.2× slower than its
+    the graph into parts (22 for MobileNetV3-large, whose int8 model then ran 1.8× slower than its
     float one here). Quantized again with those op types kept in float, each becomes DEQUANTIZE →
-    float op → QUANTIZE, all three inside XNNPACK: 2.1× faster than float instead. Only when the
+    float op → QUANTIZE, all three inside XNNPACK: 2.5× faster than float instead. Only when the
     graph really gets fewer parts; with int8/uint8 I/O (integer-only targets) nothing is kept.
     """
     from edgecompress.runtimes.litert import xnnpack_delegation
@@ -262,9 +262,9 @@ def ort_static_options(mode: str, per_channel: bool) -> dict:
 
     uint8 activations × int8 weights (U8S8), in QDQ form. ONNX Runtime's own default, int8
     activations (S8S8), is what made our int8 slower than float on x86: its x86 CPU provider does
-    not fuse S8S8 Q/DQ around depthwise convolutions, Pad and Add (15 of MobileNetV2's 52
-    convolutions stayed float, with 31 Transposes and 80 DequantizeLinear: 9.8 ms against 4.4 ms
-    for U8S8, float 6.3 ms), and allowing it (``session.qdqisint8allowed``) was 3× slower still.
+    not fuse S8S8 Q/DQ around depthwise convolutions, Pad and Add (the stock MobileNetV2 at 224 px
+    keeps 15 Conv, 10 Add, 10 Transpose and 4 Pad in float between Q/DQ: 5.4 ms against 4.1 ms for
+    float; ours 2.1 ms, ``benchmarks/README.md``).
     ARM's kernels take U8S8 as well (``benchmarks/int8_speed.py``; ``benchmarks/README.md``).
     ``reduce_range`` stays off: it is for x86 CPUs without VNNI, and costs accuracy elsewhere.
     """

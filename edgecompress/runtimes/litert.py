@@ -182,7 +182,7 @@ class Delegation:
 
     An op XNNPACK cannot run stays with LiteRT's built-in kernels (mostly single-threaded) and cuts
     the graph: every such op between two delegated parts costs a hand-over. MobileNetV3's int8
-    HARD_SWISH is the case in point (22 parts; 2× slower than float on this project's machine)."""
+    HARD_SWISH is the case in point (22 parts; 1.8× slower than float at 224 px, ``benchmarks/README.md``)."""
 
     partitions: int
     #: op types outside XNNPACK whose outputs feed a later delegated part (they split the graph)
