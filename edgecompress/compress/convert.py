@@ -93,8 +93,8 @@ def _xnnpack_float_islands(data: bytes, concrete, calibration: ModelInputs, per_
 
     XNNPACK (LiteRT's CPU path on phones, Raspberry Pis and PCs) has no int8 kernel for some ops,
     MobileNetV3's HARD_SWISH first among them: they fall back to LiteRT's built-in kernels and cut
-    the graph into parts (22 for MobileNetV3-large, whose int8 model then ran 1.8× slower than its
-    float one here). Quantized again with those op types kept in float, each becomes DEQUANTIZE →
+    the graph into parts (22 for MobileNetV3-large at 224 px, whose stock int8 file ran 1.8× slower
+    than float here). Quantized again with those op types kept in float, each becomes DEQUANTIZE →
     float op → QUANTIZE, all three inside XNNPACK: 2.5× faster than float instead. Only when the
     graph really gets fewer parts; with int8/uint8 I/O (integer-only targets) nothing is kept.
     """
