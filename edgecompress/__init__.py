@@ -9,7 +9,20 @@ from edgecompress._env import configure_environment
 
 configure_environment()
 
-from edgecompress.api import bench, binarize, cluster, distill, export, load, prune, qat, quantize, run  # noqa: E402
+from edgecompress.api import (  # noqa: E402
+    bench,
+    binarize,
+    cluster,
+    distill,
+    export,
+    load,
+    prune,
+    qat,
+    quantize,
+    run,
+    tune,
+    tune_recipe,
+)
 from edgecompress.artifacts import Artifact, Metadata  # noqa: E402
 from edgecompress.compress.runner import PassRun  # noqa: E402
 from edgecompress.errors import EdgeCompressError  # noqa: E402
@@ -18,5 +31,5 @@ from edgecompress.models.inputs import DataPlan, DataSource  # noqa: E402
 __version__ = "0.1.0"
 __all__ = [
     "Artifact", "DataPlan", "DataSource", "EdgeCompressError", "Metadata", "PassRun", "bench", "binarize", "cluster",
-    "distill", "export", "load", "prune", "qat", "quantize", "run", "__version__",
+    "distill", "export", "load", "prune", "qat", "quantize", "run", "tune", "tune_recipe", "__version__",
 ]  # fmt: skip

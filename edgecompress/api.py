@@ -30,7 +30,7 @@ Data = str | os.PathLike | ImageSet
 
 __all__ = [
     "PassRun", "bench", "binarize", "cluster", "distill", "export", "load", "model_inputs", "prune", "qat",
-    "quantize", "run",
+    "quantize", "run", "tune", "tune_recipe",
 ]  # fmt: skip
 
 
@@ -276,3 +276,55 @@ def bench(
         [load(m) for m in models], runtimes, threads, warmup, runs, eval, device, trust_model, progress,
         preprocessing=preprocessing,
     )
+
+
+def tune(
+    model: PathLike,
+    calib: Data,
+    eval: Data,
+    max_drop: float = 0.5,
+    latency_budget: float | None = None,
+    size_budget: float | None = None,
+    runtimes: Sequence[str] | None = None,
+    threads: int | Sequence[int] | None = None,
+    target: str | None = None,
+    output: PathLike | None = None,
+    work_dir: PathLike | None = None,
+    calib_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    search: str = "branch-and-bound",
+    jobs: int = 1,
+    runs: int = 50,
+    preprocessing: dict[str, Any] | None = None,
+    trust_model: bool = False,
+    force: bool = False,
+    progress: bool = False,
+    strict: bool = True,
+):
+    """The fastest quantized variant × runtime × thread count of ``model`` whose metric drops at most
+    ``max_drop`` points and that fits ``latency_budget`` (ms) and ``size_budget`` (MB); written to
+    ``output`` with its sidecar. Returns a TuneResult; with ``strict`` a budget nothing meets raises
+    BudgetError (its ``result`` holds what was measured)."""
+    from pathlib import Path
+
+    from edgecompress.pipeline.tune_run import TuneConfig, require_pick
+    from edgecompress.pipeline.tune_run import tune as run_tune
+    from edgecompress.reports.tune import Budget
+
+    config = TuneConfig(
+        model=Path(model), calib=calib, eval=eval, budget=Budget(max_drop, latency_budget, size_budget),
+        calib_samples=calib_samples, runtimes=tuple(runtimes) if runtimes else None,
+        threads=threads if isinstance(threads, int) or threads is None else tuple(threads), target=target,
+        output=Path(output) if output else None, workdir=Path(work_dir) if work_dir else None, search=search,
+        jobs=jobs, runs=runs, preprocessing=preprocessing, trust_model=trust_model, force=force,
+    )  # fmt: skip
+    result = run_tune(config, progress=progress)
+    return require_pick(result) if strict else result
+
+
+def tune_recipe(path: PathLike, force: bool = False, progress: bool = False, strict: bool = True):
+    """``tune`` with its options read from a YAML file (see ``pipeline/tune_run.py``)."""
+    from edgecompress.pipeline.tune_run import load_tune_recipe, require_pick
+    from edgecompress.pipeline.tune_run import tune as run_tune
+
+    result = run_tune(load_tune_recipe(path, force), progress=progress)
+    return require_pick(result) if strict else result

@@ -75,6 +75,17 @@ class RuntimeUnavailableError(EdgeCompressError):
     exit_code = 8
 
 
+class BudgetError(EdgeCompressError):
+    """`compress tune` measured variants, and none meets the accuracy, latency and size budget;
+    ``result`` holds what was measured (the message names the closest candidate)."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, hint: str | None = None, result=None) -> None:
+        super().__init__(message, hint)
+        self.result = result
+
+
 def require(module: str, extra: str, purpose: str):
     """Import an optional dependency or raise MissingDependencyError naming the extra."""
     import importlib

@@ -154,6 +154,9 @@ def bench(models, runtimes, threads, warmup, runs, device, eval_data, csv_path, 
         click.echo(markdown_table(records))
         for line in fastest_summary(records):
             click.echo(line)
+        for record in records:
+            if record.status == "ok" and record.note.startswith("int8 not faster"):
+                click.echo(f"note: {record.model} {record.variant}: {record.note}")
         if records:
             click.echo(f"measured on {records[0].machine}; batch 1, {runs} runs after {warmup} warm-up")
     # One bad model does not stop the others, but a script must still see that something failed.
@@ -190,9 +193,10 @@ from edgecompress.cli.deploy import deploy  # noqa: E402 - command groups kept i
 from edgecompress.cli.pipeline import pipeline, report  # noqa: E402
 from edgecompress.cli.qat import binarize, qat  # noqa: E402
 from edgecompress.cli.train import cluster, distill, prune  # noqa: E402
+from edgecompress.cli.tune import tune  # noqa: E402
 from edgecompress.cli.zoo import zoo  # noqa: E402
 
-for _command in (deploy, zoo, prune, cluster, distill, qat, binarize, pipeline, report):
+for _command in (deploy, zoo, prune, cluster, distill, qat, binarize, pipeline, report, tune):
     cli.add_command(_command)
 
 

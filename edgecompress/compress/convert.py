@@ -6,6 +6,7 @@ settings that ``compress quantize`` uses.
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 from pathlib import Path
@@ -14,6 +15,8 @@ from edgecompress._env import import_tensorflow, native_output_silenced
 from edgecompress.calibration.data import ModelInputs
 from edgecompress.compress.tflite_graph import add_signature, float_ops
 from edgecompress.errors import EdgeCompressError, UnsupportedError, require
+
+log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
 
@@ -71,15 +74,96 @@ def keras_to_tflite(
             data = converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError, ValueError, RuntimeError…
         raise _conversion_error(exc, mode) from exc
+    kept: tuple[str, ...] = ()
+    if mode == "int8" and io == "float":
+        data, kept = _xnnpack_float_islands(data, function.get_concrete_function(*specs), calibration, per_channel)
     data = add_signature(data, [s.name for s in specs], _output_names(model))
     if mode == "int8":
-        left = float_ops(data)
+        left = [op for op in float_ops(data) if op not in kept]
         if left:
             raise UnsupportedError(
                 f"full-int8 conversion left op(s) {', '.join(left)} in float (no int8 kernel)",
                 "use --mode dynamic or --mode int16x8, or replace that layer",
             )
     return data
+
+
+def _xnnpack_float_islands(data: bytes, concrete, calibration: ModelInputs, per_channel: bool) -> tuple[bytes, tuple[str, ...]]:
+    """Int8 ops XNNPACK cannot run, kept in float where that lets XNNPACK run the whole graph.
+
+    XNNPACK (LiteRT's CPU path on phones, Raspberry Pis and PCs) has no int8 kernel for some ops,
+    MobileNetV3's HARD_SWISH first among them: they fall back to LiteRT's built-in kernels and cut
+    the graph into parts (22 for MobileNetV3-large at 224 px, whose stock int8 file ran 1.8× slower
+    than float here). Quantized again with those op types kept in float, each becomes DEQUANTIZE →
+    float op → QUANTIZE, all three inside XNNPACK: 2.5× faster than float instead. Only when the
+    graph really gets fewer parts; with int8/uint8 I/O (integer-only targets) nothing is kept.
+    """
+    from edgecompress.runtimes.litert import xnnpack_delegation
+
+    before = xnnpack_delegation(data)
+    if before is None or not before.splitting:
+        return data, ()
+    ops = tuple(sorted(before.splitting))
+    try:
+        with native_output_silenced():
+            islands = _quantize_keeping_float(concrete, calibration, per_channel, ops)
+    except Exception as exc:  # noqa: BLE001 - a converter that refuses leaves the full-int8 model as it was
+        log.debug("requantizing with %s in float failed: %s", ops, exc)
+        return data, ()
+    after = xnnpack_delegation(islands)
+    if after is None or after.partitions >= before.partitions:
+        return data, ()
+    log.warning(
+        "int8: kept %s in float: XNNPACK has no int8 kernel for %s, which split the graph into %d parts; "
+        "now %d (pass --io int8 for an integer-only model)",
+        ", ".join(f"{n}× {op}" for op, n in before.splitting.most_common()), "/".join(ops), before.partitions,
+        after.partitions,
+    )  # fmt: skip
+    return islands, ops
+
+
+def _quantize_keeping_float(concrete, calibration: ModelInputs, per_channel: bool, ops: tuple[str, ...]) -> bytes:
+    """Full-int8 quantization with ``ops`` (TFLite op names) left in float: the converter's
+    calibrate-only step, then its MLIR quantizer with those ops denylisted."""
+    tf = import_tensorflow()
+    from tensorflow.lite.python import convert as lite_convert
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.representative_dataset = calibration.representative_dataset(None)
+    converter._experimental_calibrate_only = True  # noqa: SLF001 - the converter's own two-step path
+    calibrated = converter.convert()
+    return lite_convert.mlir_quantize(calibrated, disable_per_channel=not per_channel, fully_quantize=True,
+                                      denylisted_ops=list(ops))  # fmt: skip
+
+
+def int8_path(path: Path, fmt: str) -> str | None:
+    """What the runtime that runs an int8 ``path`` leaves outside its int8 kernels, in one line, or
+    None when nothing is: the ops that cost the time where int8 does not beat float.
+
+    LiteRT: ops XNNPACK cannot take, which split the graph into parts handed to built-in kernels.
+    ONNX Runtime: ops it still runs in float between DequantizeLinear and QuantizeLinear after its
+    own int8 fusions (each costs a dequantize and a quantize besides the float op).
+    """
+    try:
+        if fmt == "tflite":
+            from edgecompress.runtimes.litert import xnnpack_delegation
+
+            delegation = xnnpack_delegation(path)
+            if delegation is None or not delegation.splitting:
+                return None
+            return f"LiteRT: {delegation.describe()} (those run on built-in kernels)"
+        from edgecompress.runtimes.onnxrt import float_islands
+
+        islands = float_islands(path)
+    except Exception as exc:  # noqa: BLE001 - a diagnosis that fails must not fail the quantization
+        log.debug("int8 path of %s not read: %s", path, exc)
+        return None
+    if not islands:
+        return None
+    ops = ", ".join(f"{n}× {op}" for op, n in islands.most_common())
+    return f"ONNX Runtime runs {ops} in float between Dequantize/QuantizeLinear"
 
 
 def _tensor_name(tensor, index: int) -> str:
@@ -161,21 +245,55 @@ def onnx_quantize(
                 return
             if calibration is None:
                 raise EdgeCompressError(f"ONNX {mode} needs calibration data", "pass --calib")
-            activation = quantization.QuantType.QInt16 if mode == "int16x8" else quantization.QuantType.QInt8
+            if mode == "int8":
+                onnx.save(prepare_onnx_int8(float_model), str(source))
             quantization.quantize_static(
                 str(source),
                 str(output),
                 _reader(quantization.CalibrationDataReader, calibration, float_model.graph.input[0].name,
                         terminal if progress else None, batch_size),
-                quant_format=quantization.QuantFormat.QDQ,
-                per_channel=per_channel,
-                activation_type=activation,
-                weight_type=quantization.QuantType.QInt8,
                 calibrate_method=quantization.CalibrationMethod.MinMax,
-                # int16 Q/DQ exist in the standard domain only from opset 21, which tf2onnx cannot
-                # write yet; ONNX Runtime's com.microsoft Q/DQ ops take int16 at any opset.
-                extra_options={"UseQDQContribOps": mode == "int16x8"},
+                **ort_static_options(mode, per_channel),
             )
+
+
+def ort_static_options(mode: str, per_channel: bool) -> dict:
+    """``quantize_static`` settings for ONNX Runtime's fast int8 path (shared by every static route).
+
+    uint8 activations × int8 weights (U8S8), in QDQ form. ONNX Runtime's own default, int8
+    activations (S8S8), is what made our int8 slower than float on x86: its x86 CPU provider does
+    not fuse S8S8 Q/DQ around depthwise convolutions, Pad and Add (the stock MobileNetV2 at 224 px
+    keeps 15 Conv, 10 Add, 10 Transpose and 4 Pad in float between Q/DQ: 5.4 ms against 4.1 ms for
+    float; ours 2.1 ms, ``benchmarks/README.md``).
+    ARM's kernels take U8S8 as well (``benchmarks/int8_speed.py``; ``benchmarks/README.md``).
+    ``reduce_range`` stays off: it is for x86 CPUs without VNNI, and costs accuracy elsewhere.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType
+
+    return {
+        "quant_format": QuantFormat.QDQ,
+        "per_channel": per_channel,
+        "activation_type": QuantType.QInt16 if mode == "int16x8" else QuantType.QUInt8,
+        "weight_type": QuantType.QInt8,
+        # int16 Q/DQ exist in the standard domain only from opset 21, which tf2onnx cannot write
+        # yet; ONNX Runtime's com.microsoft Q/DQ ops take int16 at any opset.
+        "extra_options": {"UseQDQContribOps": mode == "int16x8"},
+    }
+
+
+def prepare_onnx_int8(float_model):
+    """The float graph ONNX Runtime quantizes best (see ``onnx_rewrite.py``); says what changed.
+    A graph the rewrites cannot take (foreign exports) is quantized as it is."""
+    from edgecompress.compress.onnx_rewrite import prepare_for_int8
+
+    try:
+        model, rewrites = prepare_for_int8(float_model)
+    except Exception as exc:  # noqa: BLE001 - an odd foreign graph is quantized as it is, only slower
+        log.warning("ONNX int8: graph rewrites skipped (%s)", (str(exc).splitlines() or [type(exc).__name__])[0][:200])
+        return float_model
+    if rewrites:
+        log.info("ONNX int8: %s", ", ".join(f"{n}× {what}" for what, n in rewrites.items()))
+    return model
 
 
 def _reader(base, calibration: ModelInputs, input_name: str, progress_file=None, batch_size: int = 16):

@@ -101,6 +101,8 @@ class QuantizeReport(PassReport):
     check: CheckResult
     #: what the quantizer of a .tflite/.onnx source reports (ai-edge-quantizer recipe, ONNX Runtime options)
     backend: Mapping[str, Any] | None = None
+    #: int8 only: what the runtime runs outside its int8 kernels (why int8 may not beat float), or None
+    int8_path: str | None = None
 
 
 #: float model files quantized by their own format's tools (ai-edge-quantizer, ONNX Runtime)
@@ -157,11 +159,12 @@ class QuantizePass(Pass):
             seconds = time.perf_counter() - started
             metadata: Metadata = output_metadata(artifact, keras_model, context, "quantize", self.params())
             check = check_against_source(keras_model, Artifact(tmp, self.produces, metadata), config.mode.value, context)
+            int8_path = convert.int8_path(tmp, config.format.value) if config.mode is QuantMode.INT8 else None
             commit_metadata(output, metadata)
         result = Artifact(output, self.produces, metadata)
         report = QuantizeReport(
             pass_name=self.name, params=self.params(), seconds=seconds, calibration=CalibrationInfo.of(calibration),
-            check=check, float_reference=float_reference(keras_model.model),
+            check=check, float_reference=float_reference(keras_model.model), int8_path=int8_path,
         )  # fmt: skip
         return PassResult(result, report)
 
@@ -203,10 +206,11 @@ class QuantizePass(Pass):
             check = check_against_file(
                 artifact, Artifact(tmp, self.produces, metadata), config.mode.value, context, spec.shape, spec.layout
             )
+            int8_path = convert.int8_path(tmp, config.format.value) if config.mode is QuantMode.INT8 else None
             commit_metadata(output, metadata)
         report = QuantizeReport(
             pass_name=self.name, params=self.params(), seconds=seconds, calibration=CalibrationInfo.of(calibration),
-            check=check, backend=details,
+            check=check, backend=details, int8_path=int8_path,
             float_reference={"bytes": artifact.size_bytes, "what": f"the float .{artifact.format.value} source itself"},
         )  # fmt: skip
         return PassResult(Artifact(output, self.produces, metadata), report)

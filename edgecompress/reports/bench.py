@@ -248,4 +248,35 @@ def run_benchmarks(
         root = artifact.metadata.lineage[0].source_sha256 if artifact.metadata.lineage else None
         reference = first[root].metrics if root in first else None
         records.append(make_record(artifact, facts, m, device, threads, runs, reference=reference))
-    return records
+    return int8_not_faster(records, [a for a, _, _ in measured])
+
+
+def _is_int8(artifact) -> bool:
+    steps = artifact.metadata.lineage
+    return bool(steps) and steps[-1].step == "quantize" and steps[-1].params.get("mode") == "int8"
+
+
+def int8_not_faster(records: list[BenchmarkRecord], artifacts: list) -> list[BenchmarkRecord]:
+    """An int8 file no faster than the float file of the same source on the same runtime gets a note
+    naming the ops its runtime runs outside the int8 kernels (they cost the time)."""
+    from dataclasses import replace
+
+    from edgecompress.compress.convert import int8_path
+
+    def root(artifact):
+        return artifact.metadata.lineage[0].source_sha256 if artifact.metadata.lineage else None
+
+    floats = {(root(a), r.runtime): r for a, r in zip(artifacts, records, strict=True)
+              if r.latency_ms_p50 and a.metadata.lineage and a.metadata.lineage[-1].step == "export"}  # fmt: skip
+    out = []
+    for artifact, record in zip(artifacts, records, strict=True):
+        reference = floats.get((root(artifact), record.runtime))
+        if record.latency_ms_p50 and reference is not None and _is_int8(artifact) and (
+            record.latency_ms_p50 >= reference.latency_ms_p50
+        ):
+            why = int8_path(artifact.path, artifact.format.value) or "every op runs in its int8 kernels"
+            note = (f"int8 not faster than float on {record.runtime} ({record.latency_ms_p50:.3f} vs "
+                    f"{reference.latency_ms_p50:.3f} ms): {why}")  # fmt: skip
+            record = replace(record, note=f"{record.note}; {note}" if record.note else note)
+        out.append(record)
+    return out

@@ -36,6 +36,8 @@ def _conversion(run: PassRun) -> list[str]:
         lines.append(f"  mode          {line}{f': {reason}' if reason else ''}")
         if report.calibration is not None:
             lines.append(f"  calibration   {report.calibration.samples} samples from {report.calibration.source}")
+        if getattr(report, "int8_path", None):
+            lines.append(f"  int8 path     {report.int8_path}")
     else:
         lines.append(f"  format        float {params['format']}")
     lines.append(f"  preprocessing {run.preprocessing.describe()} ({run.preprocessing_origin})")

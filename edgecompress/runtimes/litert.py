@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import re
+from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -171,3 +174,56 @@ class LiteRTRuntime(Runtime):
                 "re-export it with `compress export`",
             ) from exc
         return LiteRTSession(interpreter, device, threads, artifact.metadata.extra.get("output_names"))
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """How XNNPACK (LiteRT's CPU fast path) took a model: into how many parts, and which ops it left.
+
+    An op XNNPACK cannot run stays with LiteRT's built-in kernels (mostly single-threaded) and cuts
+    the graph: every such op between two delegated parts costs a hand-over. MobileNetV3's int8
+    HARD_SWISH is the case in point (22 parts; 1.8× slower than float at 224 px, ``benchmarks/README.md``)."""
+
+    partitions: int
+    #: op types outside XNNPACK whose outputs feed a later delegated part (they split the graph)
+    splitting: Counter
+    #: op types outside XNNPACK at the end of the graph (they split nothing)
+    trailing: Counter
+
+    def describe(self) -> str:
+        ops = ", ".join(f"{n}× {op}" for op, n in self.splitting.most_common())
+        return f"{ops} outside XNNPACK split the graph into {self.partitions} parts" if ops else ""
+
+
+def xnnpack_delegation(model: bytes | str | os.PathLike) -> Delegation | None:
+    """The delegation of ``model`` (bytes or a path) by this interpreter's default XNNPACK delegate;
+    None where the interpreter does not list its nodes (then nothing can be said)."""
+    cls, _ = interpreter_class()
+    if cls is None:
+        return None
+    source = {"model_content": bytes(model)} if isinstance(model, bytes | bytearray) else {"model_path": str(model)}
+    with native_output_silenced():
+        interpreter = cls(**source, num_threads=1)
+        interpreter.allocate_tensors()
+    details = getattr(interpreter, "_get_ops_details", None)  # noqa: SLF001 - the only view of the nodes
+    if details is None:
+        return None
+    ops = details()
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    final = {int(d["index"]) for d in interpreter.get_output_details()}
+    made = {int(t) for d in delegates for t in d["outputs"]}
+    # A delegated part that only produces model outputs (typically a last DEQUANTIZE) is the tail:
+    # an op feeding it splits nothing that matters.
+    tails = [d for d in delegates if {int(t) for t in d["outputs"]} <= final]
+    fed = {int(t) for d in delegates if d not in tails for t in d["inputs"]}
+    ends = final | {int(t) for d in tails for t in d["inputs"]}
+    splitting, trailing = Counter(), Counter()
+    for op in ops:
+        outputs = {int(t) for t in op["outputs"]}
+        if op["op_name"] == "DELEGATE" or outputs & made:
+            continue
+        if outputs & fed:
+            splitting[op["op_name"]] += 1
+        elif outputs & ends:
+            trailing[op["op_name"]] += 1
+    return Delegation(len(delegates), splitting, trailing)

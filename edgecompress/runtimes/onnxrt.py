@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -111,12 +113,7 @@ class OnnxRuntime(Runtime):
         ort = require("onnxruntime", "onnx", "running ONNX models")
         ort.set_default_logger_severity(3)  # its C++ warnings would go straight to the user's terminal
         probe(self.name, artifact.path)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        options = _session_options(threads)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "gpu" else ["CPUExecutionProvider"]
         disabled = optimizers_to_disable(artifact.path)
         stat = artifact.path.stat()
@@ -138,3 +135,70 @@ class OnnxRuntime(Runtime):
                 "re-export it with `compress export --format onnx`",
             ) from exc
         return OnnxSession(session, device, threads)
+
+
+def _session_options(threads: int | None, optimized_to: Path | None = None, profile_prefix: str | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if optimized_to is not None:
+        options.optimized_model_filepath = str(optimized_to)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return options
+
+
+def float_islands(path: Path) -> Counter:
+    """Op types ONNX Runtime still runs in float inside a quantized model, after its own int8
+    fusions: ops fed by a DequantizeLinear or feeding a QuantizeLinear. Each such island costs a
+    dequantize, the float op and a quantize, three passes over its tensor. An S8S8 model on x86 shows its unfused convolutions here."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgecompress-ort-") as tmp:
+        target = Path(tmp) / "optimized.onnx"
+        ort.InferenceSession(str(path), _session_options(1, target), providers=["CPUExecutionProvider"],
+                             disabled_optimizers=optimizers_to_disable(path))  # fmt: skip
+        graph = onnx.load(str(target)).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    islands: Counter = Counter()
+    for node in graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        quantized_after = any(c.op_type == "QuantizeLinear" for o in node.output for c in consumers.get(o, []))
+        if set(node.input) & dequantized or quantized_after:
+            islands[node.op_type] += 1
+    return islands
+
+
+def profile_ops(path: Path, threads: int | None = None, runs: int = 20) -> list[tuple[str, float]]:
+    """(op type, ms per run) from ONNX Runtime's own profiler, slowest first: where the time goes."""
+    import json
+
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgecompress-ort-") as tmp:
+        options = _session_options(threads, profile_prefix=str(Path(tmp) / "profile"))
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=optimizers_to_disable(path))  # fmt: skip
+        spec = session.get_inputs()[0]
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+        feed = {spec.name: np.zeros(shape, dtype=_ORT_TYPES.get(spec.type, "float32"))}
+        for _ in range(runs):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    totals: Counter = Counter()
+    for event in events:
+        if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time"):
+            totals[event["args"]["op_name"]] += event["dur"]
+    return [(op, us / runs / 1000) for op, us in totals.most_common()]
