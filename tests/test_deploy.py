@@ -170,8 +170,10 @@ def test_check_catches_a_bundle_that_disagrees(bundles, workdir):
     shutil.copytree(bundles[("classification", "int8")], broken)
     source = (broken / "preprocessing.py").read_text()
     (broken / "preprocessing.py").write_text(source.replace("x = x * np.float32(self.scale)", "x = x * np.float32(self.scale * 0.5)"))
+    with pytest.raises(ValidationError, match=r"preprocessing.py \(changed\)"):
+        check_bundle(broken, runs=5)  # refused before running: not the toolkit's file
     with pytest.raises(ValidationError, match="must be identical"):
-        check_bundle(broken, runs=5)
+        check_bundle(broken, runs=5, trust_bundle=True)
 
 
 def test_check_catches_keypoints_read_from_the_heatmap(bundles, workdir):
@@ -184,7 +186,7 @@ def test_check_catches_keypoints_read_from_the_heatmap(bundles, workdir):
     assert "return (regression or heatmaps or [0])[0]" in source
     (broken / "run.py").write_text(source.replace("(regression or heatmaps or [0])", "(heatmaps or regression or [0])"))
     with pytest.raises(ValidationError, match="keypoints result agrees with the toolkit's on only"):
-        check_bundle(broken, runs=5)
+        check_bundle(broken, runs=5, trust_bundle=True)
 
 
 def test_bundle_contents_and_metadata(bundles, tflite_models):

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,9 @@ import numpy as np
 from edgecompress.artifacts import Artifact, ModelFormat, atomic_path
 from edgecompress.calibration import preprocessing as preprocessing_module
 from edgecompress.calibration.preprocessing import Preprocessing
+from edgecompress.deploy.archive import write_archive
 from edgecompress.deploy.checks import Finding, ModelFacts, model_facts, run_checks
+from edgecompress.deploy.manifest import write_manifest
 from edgecompress.deploy.readme import render_readme
 from edgecompress.deploy.targets import Target, get_target
 from edgecompress.errors import UsageError, require
@@ -34,6 +35,14 @@ TEMPLATE_FILES = ("run.py", "bench.py", "litert_model.py")
 MODEL_FILE = "model.tflite"
 METADATA_FILE = MODEL_FILE + ".json"
 SAMPLE_FILE = "sample.npy"
+
+
+def script_sources() -> dict[str, Path]:
+    """Every Python file a bundle ships and the file it is a verbatim copy of.
+
+    `compress deploy --check` runs a bundle's scripts only when each equals its source here.
+    """
+    return {**{name: TEMPLATES / name for name in TEMPLATE_FILES}, "preprocessing.py": Path(preprocessing_module.__file__)}
 
 
 @dataclass(frozen=True)
@@ -119,8 +128,8 @@ def build_bundle(
         _write_bundle(tmp, output.name, artifact, chosen, facts, findings, inputs, outputs)
         files = tuple(sorted(p.name for p in tmp.iterdir()))
     if archive_path is not None:
-        with atomic_path(archive_path) as tmp_archive, tarfile.open(tmp_archive, "w:gz") as tar:
-            tar.add(output, arcname=output.name)
+        with atomic_path(archive_path) as tmp_archive:
+            write_archive(output, tmp_archive)
     return BundleReport(output, chosen.name, artifact.path, files, findings, facts, archive_path)
 
 
@@ -171,9 +180,8 @@ def _write_bundle(
     outputs: list[TensorInfo],
 ) -> None:
     shutil.copyfile(artifact.path, directory / MODEL_FILE)
-    for template in TEMPLATE_FILES:
-        shutil.copyfile(TEMPLATES / template, directory / template)
-    shutil.copyfile(preprocessing_module.__file__, directory / "preprocessing.py")
+    for name, source in script_sources().items():
+        shutil.copyfile(source, directory / name)
     requirements = target.requirements(facts.binarized)
     (directory / "requirements.txt").write_text("\n".join(requirements) + "\n")
     metadata = artifact.metadata.to_dict()
@@ -204,3 +212,4 @@ def _write_bundle(
     sample = np.random.default_rng(0).integers(0, 256, size=(height, width, channels), dtype=np.uint8)
     np.save(directory / SAMPLE_FILE, sample)
     (directory / "README.md").write_text(render_readme(name, target, metadata, findings))
+    write_manifest(directory)  # last: it records every file written above
