@@ -93,6 +93,15 @@ def test_a_rehashed_manifest_does_not_vouch_for_a_foreign_script(bundle, tmp_pat
     problems = foreign_files(copy)
     assert problems == ["preprocessing.py (differs from this toolkit's copy)",
                         "requirements.txt (not what the toolkit writes for its target)"]
+    for planted in ("numpy.cpython-311-x86_64-linux-gnu.so", "litert_model.pyc", "sub/sitecustomize.py"):
+        (copy / planted).parent.mkdir(exist_ok=True)
+        (copy / planted).write_bytes(b"imported in place of the real module")
+    write_manifest(copy)
+    assert [p for p in foreign_files(copy) if "never writes" in p] == [
+        "litert_model.pyc (code the toolkit never writes)",
+        "numpy.cpython-311-x86_64-linux-gnu.so (code the toolkit never writes)",
+        "sub/sitecustomize.py (code the toolkit never writes)",
+    ]
 
 
 def test_tampered_run_py_is_refused_without_running_and_runs_only_when_trusted(bundle, tmp_path):

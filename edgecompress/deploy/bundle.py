@@ -185,6 +185,7 @@ def _write_bundle(
     requirements = target.requirements(facts.binarized)
     (directory / "requirements.txt").write_text("\n".join(requirements) + "\n")
     metadata = artifact.metadata.to_dict()
+    _drop_contradictions(metadata, artifact, inputs, outputs)
     pre_origin = "model metadata" if artifact.metadata.preprocessing else "assumed default"
     if metadata["preprocessing"] is None:
         metadata["preprocessing"] = Preprocessing().to_dict()
@@ -213,3 +214,19 @@ def _write_bundle(
     np.save(directory / SAMPLE_FILE, sample)
     (directory / "README.md").write_text(render_readme(name, target, metadata, findings))
     write_manifest(directory)  # last: it records every file written above
+
+
+def _drop_contradictions(metadata: dict, artifact: Artifact, inputs: TensorInfo, outputs: list[TensorInfo]) -> None:
+    """Sidecar fields that contradict the model are named and replaced or dropped, never copied to a device."""
+    real = list(inputs.shape[1:])
+    declared = metadata["inputs"][0]["shape"] if metadata["inputs"] else None
+    if declared is not None and (len(declared) != len(real) or any(d is not None and d != r for d, r in zip(declared, real, strict=False))):
+        log.warning("the metadata sidecar %s gives the input shape %s, but the model takes %s: the bundle records the model's",
+                    artifact.sidecar, declared, real)  # fmt: skip
+        metadata["inputs"][0]["shape"] = real
+    labels = metadata.get("labels")
+    classes = outputs[0].shape[-1] if outputs and outputs[0].shape else None
+    if labels is not None and metadata.get("task") == "classification" and classes != len(labels):
+        log.warning("the metadata sidecar %s names %d labels, but the model predicts %s classes: the bundle carries no labels",
+                    artifact.sidecar, len(labels), classes)  # fmt: skip
+        metadata["labels"] = None

@@ -22,6 +22,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib.machinery import all_suffixes
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,8 @@ from edgecompress.errors import UsageError, ValidationError
 log = logging.getLogger(__name__)
 
 RUN_TIMEOUT_S = 600
+#: files Python imports (a numpy.*.so or numpy.pyc beside run.py would be imported in numpy's place)
+IMPORTABLE_SUFFIXES = (*all_suffixes(), ".pyw", ".pyd", ".pyo")
 #: a model input side beyond this is no edge image model (and the check would allocate it)
 MAX_INPUT_SIDE = 4096
 
@@ -140,8 +143,8 @@ def foreign_files(directory: Path) -> list[str]:
     files, _, _ = bundle_files(directory)
     sources = script_sources()
     for name, path in files.items():
-        if name.endswith(".py") and name not in sources:
-            problems.setdefault(name, "a script the toolkit never writes")
+        if name.endswith(IMPORTABLE_SUFFIXES) and name not in sources:
+            problems.setdefault(name, "code the toolkit never writes")
         elif name in sources and path.read_bytes() != sources[name].read_bytes():
             problems.setdefault(name, "differs from this toolkit's copy")
     requirements = _requirements_problem(directory)

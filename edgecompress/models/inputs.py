@@ -6,6 +6,7 @@ options beat the model's metadata sidecar, and without either we assume [0, 1] p
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,8 @@ from edgecompress.artifacts import Artifact
 from edgecompress.calibration.data import EMBEDDED_DATA, ImageSet, ModelInputs, load_images
 from edgecompress.calibration.preprocessing import Preprocessing
 from edgecompress.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CALIBRATION_SAMPLES = 100
 #: the share of user data set aside for evaluation when it has no test split and none is given
@@ -44,19 +47,34 @@ def resolve_preprocessing(artifact: Artifact, overrides: dict[str, Any] | None =
 
 
 def input_shape_of(artifact: Artifact, trust_model: bool = False) -> tuple[int, ...]:
-    """The model's input shape without the batch dimension."""
-    if artifact.metadata.inputs:
-        shape = artifact.metadata.inputs[0].shape
-    elif artifact.format.is_keras:
+    """The model's input shape without the batch dimension, as the model itself declares it.
+
+    The sidecar only fills sizes the model leaves open. A sidecar that names other sizes was edited or
+    copied beside another model: it is named in a warning and its shape ignored, never trusted over the model.
+    """
+    model = _declared_by_model(artifact, trust_model)
+    sidecar = artifact.metadata.inputs[0].shape if artifact.metadata.inputs else None
+    shape = model
+    if sidecar is not None:
+        known = [(m if m and m > 0 else None, s) for m, s in zip(model, sidecar, strict=False)]
+        if len(sidecar) == len(model) and all(m is None or s is None or m == s for m, s in known):
+            shape = tuple(s if m is None else m for m, s in known)
+        else:
+            log.warning("the metadata sidecar %s gives the input shape %s, but the model takes %s: using the model's",
+                        artifact.sidecar, tuple(sidecar), tuple(model))  # fmt: skip
+    return tuple(int(d) if d else -1 for d in shape)
+
+
+def _declared_by_model(artifact: Artifact, trust_model: bool) -> tuple[int | None, ...]:
+    if artifact.format.is_keras:
         from edgecompress.runtimes.keras_io import load_keras
 
-        shape = load_keras(artifact.path, trust_model=trust_model).input_shape
-    else:
-        from edgecompress.runtimes import open_session
+        # The pass that reads this model next gets it from load_keras's cache.
+        return tuple(load_keras(artifact.path, trust_model=trust_model).input_shape)
+    from edgecompress.runtimes import open_session
 
-        with open_session(artifact) as session:
-            shape = session.inputs[0].shape[1:]
-    return tuple(int(d) if d else -1 for d in shape)
+    with open_session(artifact) as session:
+        return tuple(session.inputs[0].shape[1:])
 
 
 def _target_hw(input_shape: tuple[int, ...]) -> tuple[int, int] | None:
