@@ -136,6 +136,13 @@ def test_damaged_images_are_named_and_non_images_skipped(tmp_path, caplog):
         load_images(data, target_hw=(8, 8))
 
 
+def test_grey_images_among_colour_ones_get_three_channels(tmp_path):
+    _save(tmp_path / "a" / "grey.png", Image.new("L", (8, 8), 7))
+    _save(tmp_path / "a" / "colour.jpg", Image.new("RGB", (8, 8), (1, 2, 3)))
+    data = load_images(tmp_path, target_hw=(8, 8))
+    assert data.images.shape == (2, 8, 8, 3) and data.images[1, 0, 0].tolist() == [7, 7, 7]
+
+
 def test_size_limit_is_checked_from_the_header(tmp_path):
     side = int(MAX_IMAGE_PIXELS**0.5) + 10
     path = bomb_png(tmp_path / "big.png", side, full=False)  # header only: decoding would fail, the header decides
