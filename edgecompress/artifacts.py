@@ -248,6 +248,8 @@ def validate_metadata(data: Any) -> None:
         for key, limit in (("dtype", 32), ("name", 256), ("layout", 16)):
             if key in spec:
                 _text(spec[key], f"inputs[{i}].{key}", limit)
+        if str(spec.get("layout", "NHWC")).upper() not in ("NHWC", "NCHW"):
+            raise SidecarError(f"inputs[{i}].layout: expected NHWC or NCHW, got {_shown(spec['layout'])}")
         if i == 0 and len(shape) == 3 and spec.get("layout", "NHWC") == "NHWC":
             channels = shape[-1]
     if data.get("preprocessing") is not None:

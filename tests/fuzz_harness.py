@@ -1,6 +1,7 @@
 """Feed damaged and hostile inputs to the CLI in a worker process with a time and memory limit; count what happens.
 
-Kinds: the model formats (``h5``, ``keras``, ``tflite``, ``onnx``: mutated model files) and the other
+Kinds: the model formats (``h5``, ``keras``, ``tflite``, ``onnx``: mutated model files through
+``quantize``/``export`` or ``bench``; ``tflite-source``, ``onnx-source``: through ``quantize``) and the other
 inputs (``images``, ``arrays``, ``recipes``, ``sidecars``, ``bundles``: see fuzz_inputs.py). Each case
 is built from a seed of its own (seed, kind, index), so a long run can be split into chunks
 (``start``) that add up to the same cases.
@@ -32,7 +33,8 @@ OUTCOMES = ("clean error", "success", "crash", "hang", "traceback", "internal er
             "tampering accepted")  # fmt: skip
 BAD_OUTCOMES = OUTCOMES[2:]
 CLEAN_EXIT_CODES = set(range(1, 9))
-MODEL_KINDS = ("h5", "keras", "tflite", "onnx")
+#: mutated model files; the "-source" kinds are float .tflite/.onnx files fed to `compress quantize` itself
+MODEL_KINDS = ("h5", "keras", "tflite", "onnx", "tflite-source", "onnx-source")
 INPUT_KINDS = ("images", "arrays", "recipes", "sidecars", "bundles")
 KINDS = MODEL_KINDS + INPUT_KINDS
 #: extra resident memory one case may take before it counts as a blow-up

@@ -155,7 +155,9 @@ def make_models(workdir: Path) -> dict[str, Path]:
     keras_v3 = save_model(model, workdir / "source.keras", metadata)
     tflite = api.quantize(h5, workdir / "source.tflite", mode="int8", calib="digits", calib_samples=20).output.path
     onnx = api.export(h5, workdir / "source.onnx", format="onnx").output.path
-    return {"h5": h5, "keras": keras_v3, "tflite": tflite, "onnx": onnx}
+    float_tflite = api.export(h5, workdir / "float.tflite").output.path
+    return {"h5": h5, "keras": keras_v3, "tflite": tflite, "onnx": onnx, "tflite-source": float_tflite,
+            "onnx-source": onnx}  # fmt: skip
 
 
 def _noise(rng: np.random.Generator, height: int, width: int, channels: int = 3) -> np.ndarray:
@@ -341,7 +343,11 @@ def _model(kind: str, index: int, rng: random.Random, sources: Sources, where: P
     data, mutation = mutate(source.read_bytes(), rng)
     path = where / f"model{source.suffix}"
     path.write_bytes(data)
-    if kind in ("h5", "keras"):
+    if kind.endswith("-source"):
+        # The parsers a .tflite/.onnx source meets: the probe child, the flatbuffer/ONNX readers, both quantizers.
+        commands = [["quantize", str(path), "-o", str(where / f"q{source.suffix}"), "--mode", "int8", "--calib", "digits",
+                     "--calib-samples", "8", "--force"]]  # fmt: skip
+    elif kind in ("h5", "keras"):
         commands = [
             ["quantize", str(path), "-o", str(where / "q.tflite"), "--mode", "dynamic", "--force"],
             ["export", str(path), "-o", str(where / "e.onnx"), "--format", "onnx", "--force"],

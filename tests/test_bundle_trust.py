@@ -123,6 +123,48 @@ def test_tampered_run_py_is_refused_without_running_and_runs_only_when_trusted(b
     assert "foreign code ran: --trust-bundle" in result.output
 
 
+def test_emulated_check_refuses_a_tampered_bundle_before_running_it(bundle, tmp_path):
+    """--arch aarch64 runs the scripts too (as root in the emulated userland): verified first, like the native check."""
+    copy = _copy(bundle, tmp_path)
+    (copy / "bench.py").write_text((copy / "bench.py").read_text() + "\nopen('/tmp/x', 'w')\n")
+    result = CliRunner().invoke(cli, ["deploy", "--check", str(copy), "--arch", "aarch64", "--cache-dir", str(tmp_path / "c")])
+    assert result.exit_code == ValidationError.exit_code
+    assert "bench.py (changed)" in _one_line(result) and "none of its scripts was run" in result.output
+    assert not (tmp_path / "c").exists()  # refused before any root filesystem or venv was made
+
+
+def test_on_device_self_check_reads_the_manifest_deploy_wrote(bundle, tmp_path, monkeypatch):
+    """run.py --self-check's file check, without an interpreter: the manifest as written, code planted beside run.py."""
+    import importlib.util
+
+    from edgecompress.deploy.bundle import METADATA_FILE
+
+    copy = _copy(bundle, tmp_path)
+    monkeypatch.syspath_prepend(str(copy))
+    spec = importlib.util.spec_from_file_location("bundle_run_py", copy / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(run)
+    finally:
+        for name in ("litert_model", "preprocessing"):
+            sys.modules.pop(name, None)
+    meta = json.loads((copy / METADATA_FILE).read_text())
+    assert run.file_problems(copy, meta) == []
+    (copy / "numpy.py").write_text("")
+    (copy / "bench.py").write_text("# edited\n")
+    (copy / ".venv").mkdir()  # the README's venv, and the user's own files, are not the bundle's business
+    (copy / ".venv" / "site.py").write_text("")
+    (copy / "photo.png").write_bytes(b"png")
+    assert run.file_problems(copy, meta) == [
+        "numpy.py is not part of the bundle (code beside run.py is imported before the installed packages)",
+        "bench.py changed since the bundle was built (sha256 differs)",
+    ]
+    (copy / MANIFEST_FILE).write_text(json.dumps({"format": "edgecompress-bundle-manifest/1", "files": {"../x": "0" * 64}}))
+    assert "not plain paths inside the bundle" in run.file_problems(copy, meta)[0]
+    (copy / MANIFEST_FILE).write_text("{")
+    assert run.file_problems(copy, meta) == ["manifest.json is not valid JSON; rebuild the bundle"]
+
+
 def test_trust_bundle_only_with_check(bundle, tmp_path):
     result = CliRunner().invoke(cli, ["deploy", str(bundle / "model.tflite"), "--target", "linux",
                                       "-o", str(tmp_path / "b"), "--trust-bundle"])  # fmt: skip

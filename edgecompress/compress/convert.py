@@ -136,8 +136,12 @@ def onnx_quantize(
     calibration: ModelInputs | None = None,
     per_channel: bool = True,
     progress: bool = False,
+    batch_size: int = 16,
 ) -> None:
-    """Quantize an ONNX model with ONNX Runtime: dynamic, static QDQ int8 / int16x8, or float16."""
+    """Quantize an ONNX model with ONNX Runtime: dynamic, static QDQ int8 / int16x8, or float16.
+
+    ``batch_size``: calibration batches; a model exported with a fixed batch (often 1) needs that one.
+    """
     onnx = require("onnx", "onnx", "ONNX quantization")
     if mode == "float16":
         float16 = require("onnxconverter_common.float16", "onnx", "ONNX float16 conversion")
@@ -162,7 +166,7 @@ def onnx_quantize(
                 str(source),
                 str(output),
                 _reader(quantization.CalibrationDataReader, calibration, float_model.graph.input[0].name,
-                        terminal if progress else None),
+                        terminal if progress else None, batch_size),
                 quant_format=quantization.QuantFormat.QDQ,
                 per_channel=per_channel,
                 activation_type=activation,
@@ -174,15 +178,15 @@ def onnx_quantize(
             )
 
 
-def _reader(base, calibration: ModelInputs, input_name: str, progress_file=None):
-    from tqdm import tqdm
+def _reader(base, calibration: ModelInputs, input_name: str, progress_file=None, batch_size: int = 16):
+    from edgecompress._progress import progress_bar
 
     class Reader(base):
         """ONNX Runtime's one-method data-reader protocol over our calibration batches."""
 
         def __init__(self) -> None:
-            self._batches = calibration.batches(16)
-            self._bar = tqdm(total=len(calibration), desc="calibrating", unit="sample", leave=False,
+            self._batches = calibration.batches(batch_size)
+            self._bar = progress_bar(total=len(calibration), desc="calibrating", unit="sample",
                              file=progress_file, disable=progress_file is None)
 
         def get_next(self):

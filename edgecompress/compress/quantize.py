@@ -9,24 +9,28 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecompress.artifacts import Artifact, Metadata, ModelFormat, atomic_path
+from edgecompress.artifacts import Artifact, InputSpec, Metadata, ModelFormat, atomic_path
 from edgecompress.compress import convert
-from edgecompress.compress.export import OutputFormat
+from edgecompress.compress.export import OutputFormat, float_reference
 from edgecompress.compress.passes import (
     PASSES,
+    CalibrationInfo,
     Pass,
     PassContext,
+    PassReport,
     PassResult,
+    Role,
     commit_metadata,
     load_source,
     output_metadata,
 )
-from edgecompress.compress.validate import check_against_source
-from edgecompress.errors import DataError, UsageError
+from edgecompress.compress.validate import CheckResult, check_against_source
+from edgecompress.errors import DataError, UnsupportedError, UsageError
 
 
 class QuantMode(str, enum.Enum):
@@ -91,19 +95,35 @@ def choose_mode(requested: str | None, has_calibration: bool) -> tuple[QuantMode
     return QuantMode.DYNAMIC, "no calibration data was given, so dynamic range (pass --calib for full int8)"
 
 
-@PASSES.register("quantize", "ptq")
+@dataclass(frozen=True, kw_only=True)
+class QuantizeReport(PassReport):
+    calibration: CalibrationInfo | None
+    check: CheckResult
+    #: what the quantizer of a .tflite/.onnx source reports (ai-edge-quantizer recipe, ONNX Runtime options)
+    backend: Mapping[str, Any] | None = None
+
+
+#: float model files quantized by their own format's tools (ai-edge-quantizer, ONNX Runtime)
+FILE_SOURCES = (ModelFormat.TFLITE, ModelFormat.ONNX)
+
+
+def default_format(source_format: ModelFormat) -> OutputFormat:
+    """The output format when none is asked for: an ONNX source stays ONNX, everything else becomes TFLite."""
+    return OutputFormat.ONNX if source_format is ModelFormat.ONNX else OutputFormat.TFLITE
+
+
+@PASSES.register("quantize")
 class QuantizePass(Pass):
     name = "quantize"
-    accepts = (ModelFormat.KERAS_H5, ModelFormat.KERAS_V3, ModelFormat.SAVEDMODEL)
+    accepts = (ModelFormat.KERAS_H5, ModelFormat.KERAS_V3, ModelFormat.SAVEDMODEL, *FILE_SOURCES)
     produces = ModelFormat.TFLITE
 
     def __init__(self, config: QuantizeConfig | None = None, **kwargs: Any) -> None:
         self.config = config or QuantizeConfig(**kwargs)
         self.produces = ModelFormat.ONNX if self.config.format is OutputFormat.ONNX else ModelFormat.TFLITE
 
-    @property
-    def needs_calibration(self) -> bool:
-        return self.config.mode.needs_calibration
+    def needs(self) -> frozenset[Role]:
+        return frozenset({Role.CALIBRATION}) if self.config.mode.needs_calibration else frozenset()
 
     def params(self) -> dict[str, Any]:
         return self.config.to_dict()
@@ -116,6 +136,8 @@ class QuantizePass(Pass):
                 f"--mode {config.mode.value} needs calibration data to set activation ranges",
                 "pass --calib DIR|FILE.npz|digits (random data would give plausible-looking but wrong ranges)",
             )
+        if artifact.format in FILE_SOURCES:
+            return self._apply_file(artifact, context)
         started = time.perf_counter()
         keras_model = load_source(artifact, context)
         calibration = context.calibration if config.mode.needs_calibration else None
@@ -137,13 +159,70 @@ class QuantizePass(Pass):
             check = check_against_source(keras_model, Artifact(tmp, self.produces, metadata), config.mode.value, context)
             commit_metadata(output, metadata)
         result = Artifact(output, self.produces, metadata)
-        report = {
-            "pass": self.name,
-            **self.params(),
-            "calibration": (
-                {"samples": len(calibration), "source": calibration.source} if calibration is not None else None
-            ),
-            "seconds": seconds,
-            "check": check.to_dict(),
-        }
+        report = QuantizeReport(
+            pass_name=self.name, params=self.params(), seconds=seconds, calibration=CalibrationInfo.of(calibration),
+            check=check, float_reference=float_reference(keras_model.model),
+        )  # fmt: skip
         return PassResult(result, report)
+
+    def _apply_file(self, artifact: Artifact, context: PassContext) -> PassResult:
+        """A float .tflite (ai-edge-quantizer) or .onnx (ONNX Runtime) source: same checks and sidecar."""
+        from edgecompress.compress.validate import check_against_file
+        from edgecompress.models.inputs import input_spec_of, output_shapes_of
+        from edgecompress.runtimes.probe import probe
+
+        config = self.config
+        tflite = artifact.format is ModelFormat.TFLITE
+        if tflite:
+            from edgecompress.compress import quantize_tflite as backend
+        else:
+            from edgecompress.compress import quantize_onnx as backend
+        refused = backend.unavailable_reason(config.mode.value, config.io.value, config.format.value)
+        if refused:
+            raise UnsupportedError(*refused)
+        # Untrusted bytes: open them in a time-limited child before any parser here reads them.
+        probe("litert" if tflite else "onnxruntime", artifact.path)
+        spec = input_spec_of(artifact, context.trust_model, context.layout)
+        calibration = context.calibration if config.mode.needs_calibration else None
+        started = time.perf_counter()
+        output = Path(context.output)
+        with atomic_path(output) as tmp:
+            if tflite:
+                data = artifact.path.read_bytes()
+                backend.check_float_source(data, str(artifact.path))
+                quantized, details = backend.quantize_tflite(
+                    data, config.mode.value, calibration, config.per_channel, config.io.value, context.progress
+                )
+                tmp.write_bytes(quantized)
+            else:
+                details = backend.quantize_onnx(
+                    artifact.path, tmp, config.mode.value, calibration, config.per_channel, context.progress
+                )
+            seconds = time.perf_counter() - started
+            metadata = file_output_metadata(artifact, spec, output_shapes_of(artifact), context, self.params())
+            check = check_against_file(
+                artifact, Artifact(tmp, self.produces, metadata), config.mode.value, context, spec.shape, spec.layout
+            )
+            commit_metadata(output, metadata)
+        report = QuantizeReport(
+            pass_name=self.name, params=self.params(), seconds=seconds, calibration=CalibrationInfo.of(calibration),
+            check=check, backend=details,
+            float_reference={"bytes": artifact.size_bytes, "what": f"the float .{artifact.format.value} source itself"},
+        )  # fmt: skip
+        return PassResult(Artifact(output, self.produces, metadata), report)
+
+
+def file_output_metadata(
+    artifact: Artifact, spec: InputSpec, output_shapes: list, context: PassContext, params: dict[str, Any]
+) -> Metadata:
+    """The sidecar of a model quantized from a .tflite/.onnx: its input spec with layout, preprocessing, task."""
+    from edgecompress.models.tasks import infer_task
+
+    source = artifact.metadata
+    return source.with_step(
+        artifact.lineage_step("quantize", params),
+        task=source.task or infer_task(tuple(output_shapes[0][1:])),
+        inputs=(spec,),
+        preprocessing=context.preprocessing or source.preprocessing,
+        extra={**source.extra, "source_format": artifact.format.value},
+    )

@@ -27,12 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecompress.artifacts import Artifact, ModelFormat, sha256_of
+from edgecompress.artifacts import sha256_of
 from edgecompress.calibration.preprocessing import Preprocessing
 from edgecompress.compress.validate import CheckResult, compare_outputs
 from edgecompress.deploy.archive import extract_archive, is_archive
 from edgecompress.deploy.bundle import METADATA_FILE, MODEL_FILE, script_sources
 from edgecompress.deploy.manifest import ManifestError, bundle_files, verify_manifest
+from edgecompress.deploy.reference import reference_outputs
 from edgecompress.deploy.targets import TARGETS
 from edgecompress.deploy.venv import clean_env, ensure_venv, python_of
 from edgecompress.errors import UsageError, ValidationError
@@ -42,8 +43,10 @@ log = logging.getLogger(__name__)
 RUN_TIMEOUT_S = 600
 #: files Python imports (a numpy.*.so or numpy.pyc beside run.py would be imported in numpy's place)
 IMPORTABLE_SUFFIXES = (*all_suffixes(), ".pyw", ".pyd", ".pyo")
-#: a model input side beyond this is no edge image model (and the check would allocate it)
+#: a model input side beyond this is no edge model (and the check would allocate it)
 MAX_INPUT_SIDE = 4096
+#: values in one model input (batch included): 4096 × 4096 × 4
+MAX_INPUT_VALUES = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,9 @@ def read_bundle(directory: Path) -> dict:
         deploy = metadata["deploy"]
         shape = deploy["input"]["shape"]
         valid = (
-            isinstance(shape, list) and len(shape) == 4
+            isinstance(shape, list) and 2 <= len(shape) <= 8
             and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_INPUT_SIDE for d in shape)
+            and int(np.prod(shape, dtype=np.int64)) <= MAX_INPUT_VALUES
             and isinstance(deploy["model_sha256"], str) and isinstance(deploy["integer"], bool)
             and isinstance(deploy["binarized"], bool) and isinstance(deploy["target"], str)
             and isinstance(Preprocessing.from_dict(metadata["preprocessing"]), Preprocessing)
@@ -201,6 +205,7 @@ def check_bundle(
     """Verify the bundle (folder or archive), run it in a fresh venv and compare with the toolkit.
 
     Raises ValidationError for a bundle that is not the toolkit's (unless ``trust_bundle``) and on a mismatch.
+    This runs it natively; deploy/emulated.py runs it in an emulated Raspberry Pi userland (--arch aarch64).
     """
     given = Path(directory)
     with opened_bundle(given) as directory:
@@ -217,14 +222,18 @@ def _run_and_compare(directory: Path, metadata: dict, threads: int, samples: int
                      cache_dir: Path | None) -> CheckReport:  # fmt: skip
     deploy = metadata["deploy"]
     venv, info = ensure_venv((directory / "requirements.txt").read_text(), cache_dir)
-    _, height, width, channels = deploy["input"]["shape"]
-    # Off-size raw pixels, so the copied resize code is exercised too.
-    raw = np.random.default_rng(1).integers(0, 256, size=(samples, height + 7, width + 5, channels), dtype=np.uint8)
+    shape = deploy["input"]["shape"]
+    if _is_image(shape):
+        _, height, width, channels = shape
+        # Off-size raw pixels, so the copied resize code is exercised too.
+        raw = np.random.default_rng(1).integers(0, 256, size=(samples, height + 7, width + 5, channels), dtype=np.uint8)
+    else:  # a non-image input takes float model inputs of its shape
+        raw = np.random.default_rng(1).standard_normal((samples, *shape[1:])).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="edgecompress-check-") as tmp:
         work = Path(tmp)
         np.save(work / "inputs.npy", raw)
         top_k = 3
-        result = _run_script(venv, directory / "run.py", work, "inputs.npy", "--json", "--save", "outputs.npz",
+        result = run_script(venv, directory / "run.py", work, "inputs.npy", "--json", "--save", "outputs.npz",
                              "--out", "out", "--threads", str(threads), "--top-k", str(top_k))
         expected = reference_outputs(directory, metadata, raw, threads)
         try:  # what a trusted foreign run.py left behind may be anything
@@ -234,30 +243,15 @@ def _run_and_compare(directory: Path, metadata: dict, threads: int, samples: int
         except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
             raise ValidationError(f"run.py did not write the outputs the toolkit's run.py writes ({type(exc).__name__}: {exc})",
                                   "rebuild the bundle with compress deploy --force") from None
-        bench = _run_script(venv, directory / "bench.py", work, "--threads", str(threads), "--runs", str(runs), "--json")
+        bench = run_script(venv, directory / "bench.py", work, "--threads", str(threads), "--runs", str(runs), "--json")
     return _compare(directory, venv, info, result, metadata, expected, got, agreement, bench)
 
 
-def reference_outputs(directory: Path, metadata: dict, raw: np.ndarray, threads: int) -> list[np.ndarray]:
-    """The toolkit's own outputs: its preprocessing and its LiteRT session, one sample at a time like run.py."""
-    _, height, width, channels = metadata["deploy"]["input"]["shape"]
-    x = Preprocessing.from_dict(metadata["preprocessing"]).apply(raw, height, width, channels)
-    if metadata["deploy"]["binarized"]:
-        from edgecompress.errors import require
-
-        lce = require("larq_compute_engine.tflite.python.interpreter", "larq", "checking binarized bundles")
-        interpreter = lce.Interpreter((directory / MODEL_FILE).read_bytes(), num_threads=threads)
-        outs = [interpreter.predict(sample[None]) for sample in x]
-        outs = [o if isinstance(o, list) else [o] for o in outs]
-        return [np.concatenate(parts, axis=0).astype(np.float32) for parts in zip(*outs, strict=True)]
-    from edgecompress.runtimes import open_session
-
-    artifact = Artifact(directory / MODEL_FILE, ModelFormat.TFLITE)
-    with open_session(artifact, runtime="litert", threads=threads) as session:
-        return session.run(x, batch_size=1)
+def _is_image(shape) -> bool:
+    return len(shape) == 4 and int(shape[-1]) in (1, 3)
 
 
-def _run_script(venv: Path, script: Path, cwd: Path, *args: str) -> dict:
+def run_script(venv: Path, script: Path, cwd: Path, *args: str) -> dict:
     command = [str(python_of(venv)), str(script), *args]
     # Bytecode goes to (and is read from) the work folder only: a planted __pycache__ in the bundle never runs.
     env = {**clean_env(), "PYTHONPYCACHEPREFIX": str(cwd / ".pycache")}
