@@ -191,8 +191,8 @@ def _write_bundle(
     outputs: list[TensorInfo],
 ) -> None:
     shutil.copyfile(artifact.path, directory / MODEL_FILE)
-    for name, source in script_sources().items():
-        shutil.copyfile(source, directory / name)
+    for script, source in script_sources().items():
+        shutil.copyfile(source, directory / script)
     requirements = target.requirements(facts.binarized)
     (directory / "requirements.txt").write_text("\n".join(requirements) + "\n")
     metadata = artifact.metadata.to_dict()
