@@ -325,3 +325,29 @@ def test_a_sidecar_contradicting_its_model_is_named_and_ignored(tiny_int8, tmp_p
     assert "names 2 labels, but the model predicts 10 classes" in caplog.text
     written = json.loads((bundle / "model.tflite.json").read_text())
     assert written["inputs"][0]["shape"] == [32, 32, 3] and written["labels"] is None
+
+
+def test_a_keras_file_with_a_cut_member_is_one_clean_error(tmp_path):
+    """Found by the fuzzer: a .keras whose member data lies past the end of the file raised EOFError (exit 70)."""
+    import struct
+
+    from edgecompress.artifacts import ModelFormat
+    from edgecompress.runtimes.keras_io import read_config
+
+    path = tmp_path / "model.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.0"}))
+        archive.writestr("config.json", json.dumps({"class_name": "Functional", "config": {}}))
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<H", data, 28, 32000)  # the first local header's extra-field length, as the fuzzer's damage did
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="model file is damaged"):
+        read_config(path, ModelFormat.KERAS_V3)
+
+
+def test_masks_beside_samples_that_are_not_images_are_a_data_error(tmp_path):
+    """Found by the fuzzer: masks with (N, 768) float samples reached an IndexError (exit 70)."""
+    path = tmp_path / "masks.npz"
+    np.savez(path, x=np.zeros((6, 768), np.float32), masks=np.zeros((6, 16, 16), np.int64))
+    with pytest.raises(DataError, match=r"masks .* are 16×16 but the images are samples of shape \(768,\)"):
+        load_images(path)

@@ -399,10 +399,10 @@ def _check_values(data: ImageSet) -> None:
                 f"masks in {data.source} have shape {masks.shape} ({masks.dtype})",
                 "store integer class indices of shape (N, height, width), one mask per image",
             )
-        if masks.shape[1:3] != images.shape[1:3]:
+        if images.ndim < 3 or masks.shape[1:3] != images.shape[1:3]:
+            size = f"{images.shape[2]}×{images.shape[1]}" if images.ndim >= 3 else f"samples of shape {images.shape[1:]}"
             raise DataError(
-                f"masks in {data.source} are {masks.shape[2]}×{masks.shape[1]} but the images are "
-                f"{images.shape[2]}×{images.shape[1]}",
+                f"masks in {data.source} are {masks.shape[2]}×{masks.shape[1]} but the images are {size}",
                 "store each mask at its image's size",
             )
         if any(part.min() < 0 for part in _chunks(masks)):

@@ -20,6 +20,7 @@ import logging
 import subprocess
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.machinery import all_suffixes
@@ -240,7 +241,7 @@ def _run_and_compare(directory: Path, metadata: dict, threads: int, samples: int
             with np.load(work / "outputs.npz", allow_pickle=False) as saved:
                 got = [saved[f"output_{i}"] for i in range(len(saved.files))]
             agreement = _task_agreement(metadata, result["results"], expected, work, top_k)
-        except (OSError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile) as exc:
+        except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
             raise ValidationError(f"run.py did not write the outputs the toolkit's run.py writes ({type(exc).__name__}: {exc})",
                                   "rebuild the bundle with compress deploy --force") from None
         bench = run_script(venv, directory / "bench.py", work, "--threads", str(threads), "--runs", str(runs), "--json")
