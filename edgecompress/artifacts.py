@@ -12,7 +12,9 @@ import datetime as _dt
 import enum
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -175,15 +177,127 @@ class Metadata:
         labels = data.get("labels")
         return cls(
             task=data.get("task"),
-            inputs=tuple(InputSpec.from_dict(d) for d in data.get("inputs", [])),
+            inputs=tuple(InputSpec.from_dict(d) for d in data.get("inputs") or []),
             preprocessing=Preprocessing.from_dict(pre) if pre else None,
             labels=tuple(labels) if labels is not None else None,
-            lineage=tuple(LineageStep.from_dict(d) for d in data.get("lineage", [])),
-            extra=dict(data.get("extra", {})),
+            lineage=tuple(LineageStep.from_dict(d) for d in data.get("lineage") or []),
+            extra=dict(data.get("extra") or {}),
         )
 
     def with_step(self, step: LineageStep, **changes: Any) -> Metadata:
         return replace(self, lineage=(*self.lineage, step), **changes)
+
+
+# --------------------------------------------------------------------------- the sidecar's schema
+
+#: a sidecar is a few KB; the labels of a large classifier make it tens of KB
+MAX_SIDECAR_BYTES = 8 << 20
+#: a model input side or channel count beyond this is no edge model (and data would be allocated for it)
+MAX_INPUT_DIM = 1 << 16
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class SidecarError(ValueError):
+    """A sidecar field of the wrong type or range; the message starts with the field's place."""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value) if isinstance(value, str | int | float | bool | type(None)) else f"a {type(value).__name__}"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _text(value: Any, where: str, limit: int = 4096) -> str:
+    """Text without control characters: it is printed in tables and terminals, and used in paths' names."""
+    if not isinstance(value, str) or len(value) > limit or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise SidecarError(f"{where}: expected text of at most {limit} characters without control characters, got {_shown(value)}")
+    return value
+
+
+def _items(value: Any, where: str, limit: int) -> list:
+    if not isinstance(value, list) or len(value) > limit:
+        raise SidecarError(f"{where}: expected a list of at most {limit} entries, got {_shown(value)}")
+    return value
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise SidecarError(f"{where}: expected an object, got {_shown(value)}")
+    return value
+
+
+def _finite(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SidecarError(f"{where}: expected a finite number, got {_shown(value)}")
+    return float(value)
+
+
+def validate_metadata(data: Any) -> None:
+    """Check a sidecar's JSON against what the toolkit writes; raises ``SidecarError`` naming the field."""
+    data = _mapping(data, "the sidecar")
+    if data.get("edgecompress_metadata", 1) != 1 or isinstance(data.get("edgecompress_metadata"), bool):
+        raise SidecarError(f"edgecompress_metadata: version {_shown(data.get('edgecompress_metadata'))} is not one this toolkit reads")
+    if data.get("task") is not None:
+        _text(data["task"], "task", 64)
+    channels = None
+    for i, spec in enumerate(_items(data.get("inputs") or [], "inputs", 16)):
+        spec = _mapping(spec, f"inputs[{i}]")
+        shape = _items(spec.get("shape"), f"inputs[{i}].shape", 8)
+        for j, dim in enumerate(shape):
+            if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= MAX_INPUT_DIM):
+                raise SidecarError(f"inputs[{i}].shape[{j}]: expected a size from 1 to {MAX_INPUT_DIM} or null, got {_shown(dim)}")
+        for key, limit in (("dtype", 32), ("name", 256), ("layout", 16)):
+            if key in spec:
+                _text(spec[key], f"inputs[{i}].{key}", limit)
+        if str(spec.get("layout", "NHWC")).upper() not in ("NHWC", "NCHW"):
+            raise SidecarError(f"inputs[{i}].layout: expected NHWC or NCHW, got {_shown(spec['layout'])}")
+        if i == 0 and len(shape) == 3 and spec.get("layout", "NHWC") == "NHWC":
+            channels = shape[-1]
+    if data.get("preprocessing") is not None:
+        _validate_preprocessing(_mapping(data["preprocessing"], "preprocessing"), channels)
+    if data.get("labels") is not None:
+        for i, label in enumerate(_items(data["labels"], "labels", 1_000_000)):
+            _text(label, f"labels[{i}]", 256)
+    for i, step in enumerate(_items(data.get("lineage") or [], "lineage", 10_000)):
+        step = _mapping(step, f"lineage[{i}]")
+        _text(step.get("step"), f"lineage[{i}].step", 64)
+        _mapping(step.get("params"), f"lineage[{i}].params")
+        if not isinstance(step.get("source_sha256"), str) or not _SHA256.match(step["source_sha256"]):
+            raise SidecarError(f"lineage[{i}].source_sha256: expected 64 hex digits, got {_shown(step.get('source_sha256'))}")
+        _text(step.get("source"), f"lineage[{i}].source")
+        if "timestamp" in step:
+            _text(step["timestamp"], f"lineage[{i}].timestamp", 64)
+    _validate_extra(_mapping(data.get("extra") or {}, "extra"))
+
+
+def _validate_preprocessing(pre: dict, channels: int | None) -> None:
+    for key in ("scale", "offset"):
+        if key in pre:
+            _finite(pre[key], f"preprocessing.{key}")
+    for key in ("mean", "std"):
+        if key in pre:
+            values = [_finite(v, f"preprocessing.{key}[{i}]") for i, v in enumerate(_items(pre[key], f"preprocessing.{key}", 4))]
+            if len(values) not in {1, channels or len(values)}:
+                raise SidecarError(f"preprocessing.{key}: {len(values)} values for a model input of {channels} channels")
+    for key in ("color", "resize"):
+        if key in pre:
+            _text(pre[key], f"preprocessing.{key}", 16)
+    try:
+        Preprocessing.from_dict(pre)
+    except (ValueError, TypeError) as exc:
+        raise SidecarError(f"preprocessing: {exc}") from None
+
+
+def _validate_extra(extra: dict) -> None:
+    """The entries of ``extra`` the toolkit reads back; others are kept as they are."""
+    for key in ("model_name", "zoo", "keras_flavor"):
+        if key in extra:
+            _text(extra[key], f"extra.{key}", 256)
+    if "output_names" in extra:
+        names = [_text(n, f"extra.output_names[{i}]", 256) for i, n in enumerate(_items(extra["output_names"], "extra.output_names", 64))]
+        if len(set(names)) != len(names):
+            raise SidecarError("extra.output_names: a name appears twice")
+    if "mask_threshold" in extra and not 0 <= _finite(extra["mask_threshold"], "extra.mask_threshold") <= 1:
+        raise SidecarError("extra.mask_threshold: expected a number from 0 to 1")
 
 
 def sidecar_path(model_path: Path) -> Path:
@@ -192,15 +306,21 @@ def sidecar_path(model_path: Path) -> Path:
 
 
 def read_sidecar(model_path: Path) -> Metadata | None:
+    """The model's sidecar, validated against the schema first: a sidecar is data from wherever the model came from."""
     path = sidecar_path(model_path)
     if not path.is_file():
         return None
     try:
-        return Metadata.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
+        if path.stat().st_size > MAX_SIDECAR_BYTES:
+            raise SidecarError(f"it is {path.stat().st_size:,} bytes, more than a sidecar's {MAX_SIDECAR_BYTES:,}")
+        data = json.loads(path.read_bytes().decode("utf-8"))
+        validate_metadata(data)
+        return Metadata.from_dict(data)
+    except (ValueError, KeyError, TypeError, RecursionError, OSError) as exc:
+        why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise ModelLoadError(
-            f"metadata sidecar {path} is not valid: {exc}", "delete it or fix it; it is rewritten on export"
-        ) from exc
+            f"metadata sidecar {path} is not valid: {why}", "delete it or fix it; it is rewritten on export"
+        ) from None
 
 
 @dataclass(frozen=True)

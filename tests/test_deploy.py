@@ -88,26 +88,12 @@ CASES = [(task, mode) for task in ZOO_MODELS for mode in ("int8", "float")]
 TARGET_OF = {"classification": "rpi", "segmentation": "linux", "keypoints": "android"}
 
 
-def ensure_manifest(bundle: Path) -> None:
-    """The bundle's manifest.json: written by build_bundle once deploy/manifest.py exists (issue 18);
-    until then a minimal one of the agreed format, so the self-check's file verification is exercised."""
-    import hashlib
-    import importlib.util
-
-    if (bundle / "manifest.json").exists() or importlib.util.find_spec("edgecompress.deploy.manifest"):
-        return
-    files = {p.relative_to(bundle).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(bundle.rglob("*")) if p.is_file()}
-    (bundle / "manifest.json").write_text(json.dumps({"format": "edgecompress-bundle-manifest/1", "files": files}))
-
-
 @pytest.fixture(scope="session")
 def bundles(tflite_models, workdir) -> dict[tuple[str, str], Path]:
     out = {}
     for (task, mode), model in tflite_models.items():
         path = workdir / "bundles" / f"{task}-{mode}"
         build_bundle(model, TARGET_OF[task], path)
-        ensure_manifest(path)
         out[(task, mode)] = path
     return out
 
@@ -185,8 +171,10 @@ def test_check_catches_a_bundle_that_disagrees(bundles, workdir):
     shutil.copytree(bundles[("classification", "int8")], broken)
     source = (broken / "preprocessing.py").read_text()
     (broken / "preprocessing.py").write_text(source.replace("x = x * np.float32(self.scale)", "x = x * np.float32(self.scale * 0.5)"))
+    with pytest.raises(ValidationError, match=r"preprocessing.py \(changed\)"):
+        check_bundle(broken, runs=5)  # refused before running: not the toolkit's file
     with pytest.raises(ValidationError, match="must be identical"):
-        check_bundle(broken, runs=5)
+        check_bundle(broken, runs=5, trust_bundle=True)
 
 
 def test_check_catches_keypoints_read_from_the_heatmap(bundles, workdir):
@@ -199,7 +187,7 @@ def test_check_catches_keypoints_read_from_the_heatmap(bundles, workdir):
     assert "return (regression or heatmaps or [0])[0]" in source
     (broken / "run.py").write_text(source.replace("(regression or heatmaps or [0])", "(heatmaps or regression or [0])"))
     with pytest.raises(ValidationError, match="keypoints result agrees with the toolkit's on only"):
-        check_bundle(broken, runs=5)
+        check_bundle(broken, runs=5, trust_bundle=True)
 
 
 def test_bundle_contents_and_metadata(bundles, tflite_models):

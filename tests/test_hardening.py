@@ -18,7 +18,8 @@ from edgecompress.errors import DataError, ModelLoadError, UnsafeModelError
 from edgecompress.runtimes.keras_io import load_keras, unsafe_layers
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fuzz_harness import OUTCOMES, fuzz, make_sources  # noqa: E402
+from fuzz_harness import BAD_OUTCOMES, INPUT_KINDS, KINDS, MODEL_KINDS, OUTCOMES, fuzz  # noqa: E402
+from fuzz_inputs import make_sources  # noqa: E402
 
 
 def _rewrite_config(source: Path, target: Path, change) -> Path:
@@ -60,15 +61,16 @@ def test_probe_time_limit_turns_a_hang_into_a_clear_error(tiny_int8, tmp_path, m
     probe_module.probe("litert", copy)  # and is then trusted without a second child
 
 
-def test_fuzz_slice_has_no_crash_hang_or_traceback(tmp_path_factory):
+def test_fuzz_slice_has_no_bad_outcome(tmp_path_factory):
+    """A seeded sample of benchmarks/fuzz.py: every kind, models included (the long run is in benchmarks/README.md)."""
     workdir = tmp_path_factory.mktemp("fuzz")
-    sources = make_sources(workdir)
-    results = fuzz(sources, cases_per_format=3, workdir=workdir, seed=7, timeout=90)
-    for name, counts in results.items():
-        assert sum(counts.values()) == 3
-        assert set(counts) <= set(OUTCOMES)
-        bad = {k: counts[k] for k in ("crash", "hang", "traceback") if counts[k]}
-        assert not bad, f"{name}: {dict(counts)}"
+    sources = make_sources(workdir / "sources")
+    counts = {**dict.fromkeys(MODEL_KINDS, 3), **dict.fromkeys(INPUT_KINDS, 12)}
+    results = fuzz(sources, KINDS, counts, workdir=workdir, seed=7, timeout=90)
+    for kind, outcomes in results.items():
+        assert sum(outcomes.values()) == counts[kind] and set(outcomes) <= set(OUTCOMES)
+        bad = {k: outcomes[k] for k in BAD_OUTCOMES if outcomes[k]}
+        assert not bad, f"{kind}: {dict(outcomes)}"
 
 
 def _kill_run(source: Path, output: Path, delay: float) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecompress.calibration import arrays
+from edgecompress.calibration import images as images_module
 from edgecompress.calibration.preprocessing import Preprocessing, resize
 from edgecompress.errors import DataError
 
@@ -164,36 +166,33 @@ def load_digits(split: str = "test") -> ImageSet:
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"{path} holds Python objects, which are never unpickled", "save plain numeric arrays") from exc
-    except OSError as exc:
-        raise DataError(f"{path} is not a readable .npy file: {exc}", "re-save it with numpy.save") from exc
-    return array
+    return arrays.read_npy(path)
 
 
 def _load_npz(path: Path) -> ImageSet:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except ValueError as exc:
-        raise DataError(f"{path} holds Python objects, which are never unpickled", "save plain numeric arrays") from exc
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path} is not a readable .npz file: {exc}", "re-save it with numpy.savez") from exc
-    x_key = next((k for k in ("x", "images", "inputs") if k in arrays), None)
-    if x_key is None:
-        raise DataError(f"{path} has no 'x' (or 'images') array; it has {sorted(arrays)}", "save images as x=...")
-    images = arrays[x_key]
-    found = {kind: next((arrays[k] for k in keys if k in arrays), None) for kind, keys in NPZ_TARGET_KEYS.items()}
-    given = [kind for kind, value in found.items() if value is not None]
-    if len(given) > 1:
-        raise DataError(f"{path} holds several kinds of targets ({', '.join(given)})", "save one of y, masks, keypoints")
-    for kind in given:
-        if len(found[kind]) != len(images):
-            raise DataError(f"{path}: {len(images)} images but {len(found[kind])} {kind}", f"save one {kind[:-1]} entry per image")
+    """Only the arrays a role reads are loaded, each after its header and its length agree with the others."""
+    archive, headers = arrays.npz_headers(path)
+    with archive:
+        x_key = next((k for k in ("x", "images", "inputs") if k in headers), None)
+        if x_key is None:
+            raise DataError(f"{path} has no 'x' (or 'images') array; it has {sorted(headers)[:20]}", "save images as x=...")
+        keys = {kind: next((k for k in keys if k in headers), None) for kind, keys in NPZ_TARGET_KEYS.items()}
+        given = [kind for kind, key in keys.items() if key is not None]
+        if len(given) > 1:
+            raise DataError(f"{path} holds several kinds of targets ({', '.join(given)})", "save one of y, masks, keypoints")
+        x_shape = headers[x_key][1].shape
+        for kind in given:
+            shape = headers[keys[kind]][1].shape
+            if not shape or not x_shape or shape[0] != x_shape[0]:
+                count = shape[0] if shape else "no"
+                raise DataError(f"{path}: {x_shape[0] if x_shape else 0} images but {count} {kind}", f"save one {kind[:-1]} entry per image")
+        images = arrays.read_npz_member(path, archive, *headers[x_key])
+        found = {kind: arrays.read_npz_member(path, archive, *headers[key]) if key else None for kind, key in keys.items()}
     keypoints = found["keypoints"]
     if keypoints is not None:
+        if images.ndim < 3:
+            raise DataError(f"{path} has images of shape {images.shape}; expected (N, height, width[, channels])",
+                            "store one image per row of the first axis")  # fmt: skip
         keypoints = _normalise_keypoints(keypoints, images.shape[1:3], str(path))
     return ImageSet(
         images, found["labels"], str(path), preprocessed=images.dtype.kind == "f", masks=found["masks"], keypoints=keypoints
@@ -214,6 +213,8 @@ def _normalise_keypoints(points: np.ndarray, hw: tuple[int, int], source: str) -
         )
     out = np.zeros((*points.shape[:2], 4), np.float32)
     height, width = hw
+    if not height or not width:
+        raise DataError(f"images in {source} hold no pixels ({width} × {height})", "store real images")
     out[..., 0] = points[..., 0] / width
     out[..., 1] = points[..., 1] / height
     if points.shape[-1] == 4:
@@ -247,15 +248,22 @@ def _load_folder(path: Path, target_hw: tuple[int, int] | None) -> ImageSet:
         log.warning("skipped %d file(s) that are not readable images in %s: %s", len(skipped), path, ", ".join(skipped[:5]))
     if not images:
         raise DataError(f"no readable images in {path}", "put .png/.jpg files there (or one subfolder per class)")
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        raise DataError(f"images in {path} have different sizes {sorted(shapes)[:3]}", "resize them to one size")
     return ImageSet(
-        images=np.stack(images),
+        images=_stack(images, path),
         labels=np.asarray(labels, dtype=np.int64) if names else None,
         source=f"{path} ({len(images)} images)",
         label_names=names,
     )
+
+
+def _stack(images: list[np.ndarray], folder: Path) -> np.ndarray:
+    """One array of a folder's images; grey ones among colour ones get three equal channels, as a viewer shows them."""
+    if {im.shape[-1] for im in images} == {1, 3}:
+        images = [np.repeat(im, 3, axis=-1) if im.shape[-1] == 1 else im for im in images]
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        raise DataError(f"images in {folder} have different sizes {sorted(shapes)[:3]}", "resize them to one size")
+    return np.stack(images)
 
 
 def _read_image(file: Path, target_hw: tuple[int, int] | None, mask: bool = False) -> np.ndarray | None:
@@ -270,22 +278,11 @@ def _read_image(file: Path, target_hw: tuple[int, int] | None, mask: bool = Fals
 
 
 def _read_pixels(file: Path, mask: bool = False) -> np.ndarray | None:
+    """Pixels of an image file; None for a file that is not an image. A damaged or oversized image is a DataError."""
     if file.suffix.lower() not in IMAGE_SUFFIXES:
         return None
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(file) as image:
-            # A palette mask stores class indices in its pixels; converting it would map them to colours.
-            if mask and image.mode not in ("L", "P"):
-                raise DataError(
-                    f"mask {file} is a {image.mode} image",
-                    "save masks as single-channel (L or P mode) PNGs whose pixel values are class indices",
-                )
-            if not mask:
-                image = image.convert("L" if image.mode in ("L", "I", "I;16", "F", "1") else "RGB")
-            array = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError):
+    array = images_module.decode(file, mask)
+    if array is None:
         return None
     return array[..., None] if array.ndim == 2 else array
 
@@ -314,7 +311,7 @@ def _load_segmentation_folder(path: Path, target_hw: tuple[int, int] | None) -> 
         masks.append(_read_image(mask_file, target_hw, mask=True))
     if not images:
         raise DataError(f"no readable images in {path / 'images'}", "put .png/.jpg files there")
-    return ImageSet(np.stack(images), None, f"{path} ({len(images)} images with masks)", masks=np.stack(masks))
+    return ImageSet(_stack(images, path / "images"), None, f"{path} ({len(images)} images with masks)", masks=np.stack(masks))
 
 
 def _load_coco_keypoints(path: Path, annotations: list[Path], target_hw: tuple[int, int] | None) -> ImageSet:
@@ -325,16 +322,16 @@ def _load_coco_keypoints(path: Path, annotations: list[Path], target_hw: tuple[i
         raise DataError(f"{path} holds several .json files", "keep exactly one COCO keypoints annotation file")
     try:
         coco = json.loads(annotations[0].read_text())
-        files = {int(entry["id"]): entry["file_name"] for entry in coco["images"]}
+        files = {int(entry["id"]): _listed_name(entry["file_name"]) for entry in coco["images"]}
         people: dict[int, list[float]] = {}
         for note in coco["annotations"]:
             points = note["keypoints"]
             best = people.get(int(note["image_id"]))
             if best is None or sum(v > 0 for v in points[2::3]) > sum(v > 0 for v in best[2::3]):
                 people[int(note["image_id"])] = points
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
         raise DataError(
-            f"{annotations[0]} is not a COCO keypoints file: {exc!r}",
+            f"{annotations[0]} is not a COCO keypoints file: {str(exc)[:200]!r}",
             "it needs 'images' (id, file_name) and 'annotations' (image_id, keypoints [x, y, v, ...])",
         ) from exc
     folder = path / "images" if (path / "images").is_dir() else path
@@ -342,11 +339,14 @@ def _load_coco_keypoints(path: Path, annotations: list[Path], target_hw: tuple[i
     for image_id, name in sorted(files.items()):
         if image_id not in people:
             raise DataError(f"image {name} has no keypoints in {annotations[0].name}", "annotate it or remove it")
-        pixels = _read_pixels(folder / name)
+        pixels = _read_pixels(folder / name) if (folder / name).is_file() else None
         if pixels is None:
             raise DataError(f"image {folder / name} listed in {annotations[0].name} is missing or unreadable", "fix the path")
-        flat = np.asarray(people[image_id], dtype=np.float32)
-        if flat.size % 3:
+        try:
+            flat = np.asarray(people[image_id], dtype=np.float32)
+        except (ValueError, TypeError, OverflowError):
+            flat = np.zeros((1, 1))
+        if flat.ndim != 1 or flat.size % 3:
             raise DataError(f"keypoints of {name} are not x, y, v triples", "store COCO keypoints [x1, y1, v1, ...]")
         points.append(_normalise_keypoints(flat.reshape(1, -1, 3), pixels.shape[:2], str(annotations[0]))[0])
         images.append(_read_image(folder / name, target_hw))
@@ -354,19 +354,25 @@ def _load_coco_keypoints(path: Path, annotations: list[Path], target_hw: tuple[i
         raise DataError(f"{annotations[0]} lists no images", "add entries to 'images' and 'annotations'")
     if len({p.shape for p in points}) > 1:
         raise DataError(f"images in {annotations[0].name} have different keypoint counts", "use one skeleton for all")
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        raise DataError(f"images in {folder} have different sizes {sorted(shapes)[:3]}", "resize them to one size")
-    return ImageSet(np.stack(images), None, f"{path} ({len(images)} images with keypoints)", keypoints=np.stack(points))
+    return ImageSet(_stack(images, folder), None, f"{path} ({len(images)} images with keypoints)", keypoints=np.stack(points))
+
+
+def _listed_name(name) -> str:
+    """A file name from an annotation file: a plain relative path, so it cannot point outside the folder."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts or "\0" in name:
+        raise ValueError(f"file_name {str(name)[:100]!r} is not a plain relative path")
+    return name
 
 
 def _check_values(data: ImageSet) -> None:
     images = data.images
+    if images.ndim == 0:
+        raise DataError(f"{data.source} holds a single number, not images", "store one image per row of the first axis")
     if len(images) == 0:
         raise DataError(f"{data.source} holds no samples", "pass data with at least one image")
     if images.dtype.kind not in "uif":
         raise DataError(f"{data.source} has dtype {images.dtype}", "use uint8 images or float32 model inputs")
-    if images.dtype.kind == "f" and not np.all(np.isfinite(images)):
+    if images.dtype.kind == "f" and not all(np.all(np.isfinite(part)) for part in _chunks(images)):
         raise DataError(f"{data.source} contains NaN or infinite values", "clean the data before calibrating")
     # Samples of any rank (a (640,) vector is (N, 640)); ModelInputs.build checks them against the model.
     if images.ndim < 2:
@@ -375,6 +381,8 @@ def _check_values(data: ImageSet) -> None:
             "or (N, *input shape) float arrays",
             "store one sample per row of the first axis",
         )
+    if images.size == 0:
+        raise DataError(f"{data.source} has images of shape {images.shape[1:]}, which hold no pixels", "store real images")
     given = [kind for kind in TARGET_KINDS if getattr(data, kind) is not None]
     if len(given) > 1:
         raise DataError(f"{data.source} carries several kinds of targets ({', '.join(given)})", "keep one")
@@ -391,13 +399,13 @@ def _check_values(data: ImageSet) -> None:
                 f"masks in {data.source} have shape {masks.shape} ({masks.dtype})",
                 "store integer class indices of shape (N, height, width), one mask per image",
             )
-        if masks.shape[1:3] != images.shape[1:3]:
+        if images.ndim < 3 or masks.shape[1:3] != images.shape[1:3]:
+            size = f"{images.shape[2]}×{images.shape[1]}" if images.ndim >= 3 else f"samples of shape {images.shape[1:]}"
             raise DataError(
-                f"masks in {data.source} are {masks.shape[2]}×{masks.shape[1]} but the images are "
-                f"{images.shape[2]}×{images.shape[1]}",
+                f"masks in {data.source} are {masks.shape[2]}×{masks.shape[1]} but the images are {size}",
                 "store each mask at its image's size",
             )
-        if masks.min() < 0:
+        if any(part.min() < 0 for part in _chunks(masks)):
             raise DataError(f"masks in {data.source} contain negative values", "store class indices 0..K-1")
     if data.keypoints is not None:
         points = np.asarray(data.keypoints)
@@ -410,6 +418,13 @@ def _check_values(data: ImageSet) -> None:
             raise DataError(f"keypoints in {data.source} contain NaN or infinite values", "mark missing ones with v = 0")
         if not np.all(np.isin(points[..., 3], (0.0, 1.0))):
             raise DataError(f"keypoint visibility in {data.source} is not 0 or 1", "store 1 for labelled keypoints, else 0")
+
+
+def _chunks(array: np.ndarray, max_bytes: int = 64 << 20) -> Iterator[np.ndarray]:
+    """Slices along the first axis, so checking a memory-mapped array never copies it whole."""
+    step = max(1, max_bytes // max(1, array[:1].nbytes))
+    for start in range(0, len(array), step):
+        yield array[start : start + step]
 
 
 #: channel counts an image input may have; anything else is an input of its own kind (audio, vectors…)

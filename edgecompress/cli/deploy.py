@@ -17,7 +17,10 @@ from edgecompress.cli.options import input_options, input_overrides
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--archive", is_flag=True, help="Also write DIR.tar.gz for copying.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle directory / archive.")
-@click.option("--check", "check_dir", type=click.Path(path_type=Path), help="Check an existing bundle DIR instead of building one.")
+@click.option("--check", "check_dir", type=click.Path(path_type=Path),
+              help="Check an existing bundle DIR (or DIR.tar.gz) instead of building one.")
+@click.option("--trust-bundle", is_flag=True,
+              help="With --check: run the bundle's scripts even if they are not the ones compress deploy wrote.")
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True, help="Threads for --check (run.py and bench.py).")
 @click.option("--runs", type=click.IntRange(1), default=50, show_default=True, help="Timed runs of bench.py in --check.")
 @click.option("--cache-dir", type=click.Path(path_type=Path),
@@ -28,7 +31,7 @@ from edgecompress.cli.options import input_options, input_overrides
               help="With --arch aarch64: the Pi whose core (Cortex-A72 / A76) qemu emulates.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @input_options
-def deploy(model, target, output, archive, force, check_dir, threads, runs, cache_dir, arch, cpu, as_json):
+def deploy(model, target, output, archive, force, check_dir, trust_bundle, threads, runs, cache_dir, arch, cpu, as_json):
     """Write a self-contained bundle for a device (model, metadata, run.py, bench.py, README),
     or with --check DIR, run a bundle in a fresh venv without TensorFlow and compare its outputs."""
     from edgecompress.errors import UsageError
@@ -39,10 +42,12 @@ def deploy(model, target, output, archive, force, check_dir, threads, runs, cach
         if arch == "aarch64":
             from edgecompress.cli.deploy_arm64 import check_arm64
 
-            check_arm64(check_dir, cpu, threads, runs, cache_dir, as_json)
+            check_arm64(check_dir, cpu, threads, runs, cache_dir, as_json, trust_bundle)
             return
-        _check(check_dir, threads, runs, cache_dir, as_json)
+        _check(check_dir, threads, runs, cache_dir, as_json, trust_bundle)
         return
+    if trust_bundle:
+        raise UsageError("--trust-bundle applies to --check only", "use: compress deploy --check DIR --trust-bundle")
     if arch != "native" or cpu != "pi4":
         raise UsageError("--arch and --cpu apply to --check", "use: compress deploy --check DIR --arch aarch64 --cpu pi5")
     if model is None:
@@ -67,11 +72,14 @@ def deploy(model, target, output, archive, force, check_dir, threads, runs, cach
     click.echo(f"  next     see {report.path / 'README.md'}; check it here with: compress deploy --check {report.path}")
 
 
-def _check(directory: Path, threads: int, runs: int, cache_dir: Path | None, as_json: bool) -> None:
+def _check(directory: Path, threads: int, runs: int, cache_dir: Path | None, as_json: bool, trust: bool) -> None:
     from edgecompress.deploy import check_bundle
 
     started = time.perf_counter()
-    report = check_bundle(directory, threads=threads, runs=runs, cache_dir=cache_dir)
+    report = check_bundle(directory, threads=threads, runs=runs, cache_dir=cache_dir, trust_bundle=trust)
+    if report.foreign:
+        click.secho(f"warning: --trust-bundle: ran foreign code from {directory}, not written by compress deploy: "
+                    f"{'; '.join(report.foreign)}", fg="yellow", err=True)  # fmt: skip
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -84,15 +92,19 @@ def _check(directory: Path, threads: int, runs: int, cache_dir: Path | None, as_
                      f"tolerance {check.tolerance:.2%}, float)")
     bench = report.bench
     lines = [
-        click.style(f"compress deploy --check {report.bundle}: ok", bold=True),
+        click.style(f"compress deploy --check {report.bundle}: ok"
+                    + (" (foreign code ran: --trust-bundle)" if report.foreign else ""), bold=True),
         f"  environment  {report.venv} (Python {report.python}, {report.runtime}; no TensorFlow)",
         f"  outputs      {agreement} on {report.samples} raw images vs the toolkit's LiteRT",
     ]
     if report.task_agreement is not None:
         lines.append(f"  {report.task:<12} run.py agrees on {report.task_agreement:.1%}")
-    lines.append(
-        f"  bench.py     p50 {bench['latency_ms_p50']:.3f} ms, p90 {bench['latency_ms_p90']:.3f} ms "
-        f"({bench['threads']} threads, {bench['runs']} runs, {bench['machine']})"
-    )
+    try:
+        lines.append(
+            f"  bench.py     p50 {bench['latency_ms_p50']:.3f} ms, p90 {bench['latency_ms_p90']:.3f} ms "
+            f"({bench['threads']} threads, {bench['runs']} runs, {bench['machine']})"
+        )
+    except (KeyError, TypeError, ValueError):  # a trusted foreign bench.py may print anything
+        lines.append(f"  bench.py     printed {json.dumps(bench)[:200]}")
     lines.append(f"  took         {time.perf_counter() - started:.1f} s")
     click.echo("\n".join(lines))

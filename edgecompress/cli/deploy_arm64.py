@@ -9,11 +9,17 @@ from pathlib import Path
 import click
 
 
-def check_arm64(directory: Path, cpu: str, threads: int, runs: int, cache_dir: Path | None, as_json: bool) -> None:
+def check_arm64(directory: Path, cpu: str, threads: int, runs: int, cache_dir: Path | None, as_json: bool,
+                trust: bool = False) -> None:  # fmt: skip
     from edgecompress.deploy.emulated import check_emulated
+    from edgecompress.deploy.verify import opened_bundle
 
     started = time.perf_counter()
-    report = check_emulated(directory, cpu=cpu, threads=threads, runs=runs, cache_dir=cache_dir)
+    with opened_bundle(directory) as folder:
+        report = check_emulated(folder, cpu=cpu, threads=threads, runs=runs, cache_dir=cache_dir, trust_bundle=trust)
+    if report.foreign:
+        click.secho(f"warning: --trust-bundle: ran foreign code from {directory}, not written by compress deploy: "
+                    f"{'; '.join(report.foreign)}", fg="yellow", err=True)  # fmt: skip
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def optimizer_state_bytes(path: Path) -> int:
                     return _group_bytes(handle.get("optimizer"))
         with h5py.File(path, "r") as handle:
             return _group_bytes(handle.get("optimizer_weights"))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+    except (OSError, ValueError, KeyError, EOFError, zlib.error, zipfile.BadZipFile):
         return 0
 
 

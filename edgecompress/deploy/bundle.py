@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,9 @@ import numpy as np
 from edgecompress.artifacts import Artifact, ModelFormat, atomic_path
 from edgecompress.calibration import preprocessing as preprocessing_module
 from edgecompress.calibration.preprocessing import Preprocessing
+from edgecompress.deploy.archive import write_archive
 from edgecompress.deploy.checks import Finding, ModelFacts, model_facts, run_checks
+from edgecompress.deploy.manifest import write_manifest
 from edgecompress.deploy.readme import render_readme
 from edgecompress.deploy.reference import write_android_test, write_reference
 from edgecompress.deploy.targets import Target, get_target
@@ -35,6 +36,14 @@ TEMPLATE_FILES = ("run.py", "bench.py", "litert_model.py")
 MODEL_FILE = "model.tflite"
 METADATA_FILE = MODEL_FILE + ".json"
 SAMPLE_FILE = "sample.npy"
+
+
+def script_sources() -> dict[str, Path]:
+    """Every Python file a bundle ships and the file it is a verbatim copy of.
+
+    `compress deploy --check` runs a bundle's scripts only when each equals its source here.
+    """
+    return {**{name: TEMPLATES / name for name in TEMPLATE_FILES}, "preprocessing.py": Path(preprocessing_module.__file__)}
 
 
 @dataclass(frozen=True)
@@ -130,8 +139,8 @@ def build_bundle(
         _write_bundle(tmp, output.name, artifact, chosen, facts, findings, inputs, outputs)
         files = tuple(sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()))
     if archive_path is not None:
-        with atomic_path(archive_path) as tmp_archive, tarfile.open(tmp_archive, "w:gz") as tar:
-            tar.add(output, arcname=output.name)
+        with atomic_path(archive_path) as tmp_archive:
+            write_archive(output, tmp_archive)
     return BundleReport(output, chosen.name, artifact.path, files, findings, facts, archive_path)
 
 
@@ -182,12 +191,12 @@ def _write_bundle(
     outputs: list[TensorInfo],
 ) -> None:
     shutil.copyfile(artifact.path, directory / MODEL_FILE)
-    for template in TEMPLATE_FILES:
-        shutil.copyfile(TEMPLATES / template, directory / template)
-    shutil.copyfile(preprocessing_module.__file__, directory / "preprocessing.py")
+    for script, source in script_sources().items():
+        shutil.copyfile(source, directory / script)
     requirements = target.requirements(facts.binarized)
     (directory / "requirements.txt").write_text("\n".join(requirements) + "\n")
     metadata = artifact.metadata.to_dict()
+    _drop_contradictions(metadata, artifact, inputs, outputs)
     pre_origin = artifact.metadata.extra.get("preprocessing_origin") or (
         "model metadata" if artifact.metadata.preprocessing else "assumed default"
     )
@@ -224,3 +233,20 @@ def _write_bundle(
         sample = np.random.default_rng(0).standard_normal(inputs.shape[1:]).astype(np.float32)
     np.save(directory / SAMPLE_FILE, sample)
     (directory / "README.md").write_text(render_readme(name, target, metadata, findings))
+    write_manifest(directory)  # last: it records every file written above
+
+
+def _drop_contradictions(metadata: dict, artifact: Artifact, inputs: TensorInfo, outputs: list[TensorInfo]) -> None:
+    """Sidecar fields that contradict the model are named and replaced or dropped, never copied to a device."""
+    real = list(inputs.shape[1:])
+    declared = metadata["inputs"][0]["shape"] if metadata["inputs"] else None
+    if declared is not None and (len(declared) != len(real) or any(d is not None and d != r for d, r in zip(declared, real, strict=False))):
+        log.warning("the metadata sidecar %s gives the input shape %s, but the model takes %s: the bundle records the model's",
+                    artifact.sidecar, declared, real)  # fmt: skip
+        metadata["inputs"][0]["shape"] = real
+    labels = metadata.get("labels")
+    classes = outputs[0].shape[-1] if outputs and outputs[0].shape else None
+    if labels is not None and metadata.get("task") == "classification" and classes != len(labels):
+        log.warning("the metadata sidecar %s names %d labels, but the model predicts %s classes: the bundle carries no labels",
+                    artifact.sidecar, len(labels), classes)  # fmt: skip
+        metadata["labels"] = None

@@ -99,6 +99,8 @@ class EmulatedCheckReport:
     task: str | None
     samples: int
     runs: list[InterpreterRun] = field(default_factory=list)
+    #: files that differ from what compress deploy wrote, run anyway under --trust-bundle
+    foreign: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -109,7 +111,7 @@ class EmulatedCheckReport:
         return {"bundle": str(self.bundle), "arch": "aarch64", "emulated": True, "cpu": self.cpu.name,
                 "qemu_cpu": self.cpu.qemu_cpu, "cpu_description": self.cpu.description, "rootfs": str(self.rootfs),
                 "python": self.python, "machine": self.machine, "integer": self.integer, "task": self.task, "samples": self.samples,
-                "passed": self.passed, "interpreters": [r.to_dict() for r in self.runs]}
+                "passed": self.passed, "foreign": list(self.foreign), "interpreters": [r.to_dict() for r in self.runs]}
 
 
 def check_emulated(
@@ -120,11 +122,17 @@ def check_emulated(
     runs: int = 20,
     cache_dir: Path | None = None,
     interpreters: tuple[str, ...] = tuple(INTERPRETERS),
+    trust_bundle: bool = False,
 ) -> EmulatedCheckReport:
-    """Run the bundle in the emulated Pi userland with each interpreter; ValidationError on any disagreement."""
-    from edgecompress.deploy.verify import read_bundle, reference_outputs, run_script
+    """Run the bundle folder in the emulated Pi userland with each interpreter; ValidationError on any disagreement.
+
+    The bundle is verified first, as by ``check_bundle``: nothing foreign runs (here as root in the
+    emulated userland) unless ``trust_bundle``.
+    """
+    from edgecompress.deploy.verify import read_bundle, reference_outputs, run_script, verify_bundle
 
     directory = Path(directory).resolve()
+    foreign = verify_bundle(directory, trust_bundle)
     metadata = read_bundle(directory)
     deploy = metadata["deploy"]
     if deploy["binarized"]:
@@ -133,6 +141,9 @@ def check_emulated(
     chosen = arm64.get_cpu(cpu)
     rootfs = arm64.ensure_rootfs(cache_dir)
     requirements = (directory / "requirements.txt").read_text()
+    if len(deploy["input"]["shape"]) != 4 or deploy["input"]["shape"][-1] not in (1, 3):
+        raise UsageError(f"the model input {deploy['input']['shape']} is not an image: the aarch64 check feeds raw images",
+                         "check it on this machine with: compress deploy --check DIR")  # fmt: skip
     _, height, width, channels = deploy["input"]["shape"]
     raw = np.random.default_rng(1).integers(0, 256, size=(samples, height + 7, width + 5, channels), dtype=np.uint8)
     toolkit = reference_outputs(directory, metadata, raw, threads)
@@ -150,7 +161,7 @@ def check_emulated(
             if report is None:
                 report = EmulatedCheckReport(directory, chosen, rootfs.path, info["python"], info["machine"],
                                              bool(deploy["integer"]),
-                                             metadata.get("task"), samples)
+                                             metadata.get("task"), samples, foreign=foreign)
             got, runtime = _emulated_outputs(rootfs, chosen, venv, stage, interpreter, threads, "default")
             x86 = _x86_outputs(directory, wanted, raw, threads, cache_dir, run_script)
             # tflite-runtime's own int8 kernels are not the same code on aarch64 and x86: there the reference

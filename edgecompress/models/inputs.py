@@ -7,6 +7,7 @@ options beat the model's metadata sidecar, and without either we assume [0, 1] p
 from __future__ import annotations
 
 import enum
+import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +18,8 @@ from edgecompress.calibration.data import EMBEDDED_DATA, ImageSet, ModelInputs, 
 from edgecompress.calibration.preprocessing import Preprocessing
 from edgecompress.errors import DataError, UnsupportedError, UsageError
 from edgecompress.runtimes.base import guess_layout
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CALIBRATION_SAMPLES = 100
 #: the share of user data set aside for evaluation when it has no test split and none is given
@@ -175,38 +178,57 @@ def input_shape_of(artifact: Artifact, trust_model: bool = False) -> tuple[int, 
 def input_spec_of(artifact: Artifact, trust_model: bool = False, layout: str | None = None) -> InputSpec:
     """The model's one input: shape without the batch axis (-1 where unknown) and layout.
 
-    The layout is ``layout`` when given (``--layout``), else the sidecar's, else read from the model:
-    Keras and TFLite models are channels-last; an ONNX image input of shape (1|3, H, W) is NCHW, as
-    PyTorch exports are. A model with several inputs is refused with one clear line.
+    The shape is the one the model declares; the sidecar only fills sizes the model leaves open. A
+    sidecar that names other sizes was edited or copied beside another model: it is named in a warning
+    and ignored, never trusted over the model. The layout is ``layout`` when given (``--layout``), else
+    the (agreeing) sidecar's, else read from the model: Keras and TFLite models are channels-last; an
+    ONNX image input of shape (1|3, H, W) is NCHW, as PyTorch exports are. A model with several inputs
+    is refused with one clear line.
     """
-    if artifact.metadata.inputs:
-        specs = list(artifact.metadata.inputs)
-    elif artifact.format.is_keras:
-        from edgecompress.runtimes.keras_io import load_keras
-
-        model = load_keras(artifact.path, trust_model=trust_model).model
-        specs = [InputSpec(tuple(t.shape[1:]), name=str(getattr(t, "name", "input")).split(":")[0])
-                 for t in model.inputs]  # fmt: skip
-    else:
-        from edgecompress.runtimes import open_session
-
-        with open_session(artifact) as session:
-            specs = [InputSpec(tuple(t.shape[1:]), name=t.name) for t in session.inputs]
+    specs = _declared_by_model(artifact, trust_model)
     if len(specs) > 1:
         names = ", ".join(f"{s.name} {tuple(s.shape)}" for s in specs)
         raise UnsupportedError(
             f"{artifact.path} has {len(specs)} inputs ({names}); edgecompress handles models with one input",
             "export a single-input model (e.g. fold the extra inputs into constants), or quantize it with its own tools",
         )
-    spec = specs[0]
-    shape = tuple(int(d) if d else -1 for d in spec.shape)
+    spec = _agreeing_sidecar(artifact, specs[0])
+    shape = tuple(int(d) if d and d > 0 else -1 for d in spec.shape)
     if layout:
         chosen = layout.upper()
-    elif artifact.metadata.inputs:
+    elif spec is not specs[0]:
         chosen = spec.layout
     else:
         chosen = guess_layout(shape) if artifact.format is ModelFormat.ONNX else "NHWC"
     return replace(spec, shape=shape, layout=chosen)
+
+
+def _declared_by_model(artifact: Artifact, trust_model: bool) -> list[InputSpec]:
+    if artifact.format.is_keras:
+        from edgecompress.runtimes.keras_io import load_keras
+
+        # The pass that reads this model next gets it from load_keras's cache.
+        model = load_keras(artifact.path, trust_model=trust_model).model
+        return [InputSpec(tuple(t.shape[1:]), name=str(getattr(t, "name", "input")).split(":")[0]) for t in model.inputs]
+    from edgecompress.runtimes import open_session
+
+    with open_session(artifact) as session:
+        return [InputSpec(tuple(t.shape[1:]), name=t.name) for t in session.inputs]
+
+
+def _agreeing_sidecar(artifact: Artifact, model: InputSpec) -> InputSpec:
+    """The sidecar's input spec with the model's known sizes, or the model's own when the two disagree."""
+    if not artifact.metadata.inputs:
+        return model
+    sidecar = artifact.metadata.inputs[0]
+    known = [(m if m and m > 0 else None, s) for m, s in zip(model.shape, sidecar.shape, strict=False)]
+    if len(artifact.metadata.inputs) == 1 and len(sidecar.shape) == len(model.shape) and all(
+        m is None or s is None or m == s for m, s in known
+    ):
+        return replace(sidecar, shape=tuple(s if m is None else m for m, s in known))
+    log.warning("the metadata sidecar %s gives the input shape %s, but the model takes %s: using the model's",
+                artifact.sidecar, tuple(sidecar.shape), tuple(model.shape))  # fmt: skip
+    return model
 
 
 def output_shapes_of(artifact: Artifact, trust_model: bool = False) -> list[tuple[int | None, ...]]:

@@ -219,21 +219,86 @@ class _At:
         return [value]
 
 
+#: a recipe is a few KB of YAML; a file beyond this is not one
+MAX_RECIPE_BYTES = 1 << 20
+#: values in the recipe once YAML aliases are expanded (a "billion laughs" file declares 10⁹)
+MAX_RECIPE_VALUES = 100_000
+#: nesting of mappings and lists; real recipes use five levels
+MAX_RECIPE_DEPTH = 50
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and fully validate a recipe; the only exception it raises is ``UsageError``."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"recipe not found: {path}", "pass the path of a .yaml recipe (see recipes/)")
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise UsageError(f"recipe {path.name} is {path.stat().st_size:,} bytes, more than a recipe's {MAX_RECIPE_BYTES:,}",
+                         "pass the recipe's .yaml file")  # fmt: skip
     try:
-        raw = yaml.load(path.read_text(), Loader=recipe_loader())  # noqa: S506 - a SafeLoader subclass
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"recipe {path.name} is not UTF-8 text (byte {exc.start})", "save it as UTF-8 YAML") from None
+    return parse_recipe(_safe_yaml(text, path.name), path)
+
+
+def _safe_yaml(text: str, name: str) -> Any:
+    """YAML read with ``recipe_loader`` within budgets: depth while composing, expanded size before constructing."""
+    import yaml
+
+    class Loader(recipe_loader()):
+        depth = 0
+
+        def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+            self.depth += 1
+            try:
+                if self.depth > MAX_RECIPE_DEPTH:
+                    mark = self.peek_event().start_mark
+                    raise UsageError(f"recipe {name} nests deeper than {MAX_RECIPE_DEPTH} levels at line {mark.line + 1}",
+                                     "a recipe is a few levels of mappings and lists")  # fmt: skip
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    loader = None
+    try:
+        loader = Loader(text)  # the reader refuses unprintable characters here already
+        node = loader.get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, name)
+        return loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise UsageError(f"recipe {path.name} is not valid YAML{where}: {problem}", "fix the YAML syntax") from None
-    return parse_recipe(raw, path)
+        raise UsageError(f"recipe {name} is not valid YAML{where}: {problem}", "fix the YAML syntax") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:  # values PyYAML parses but Python refuses
+        raise UsageError(f"recipe {name} holds a value that cannot be read: {str(exc)[:200]}", "fix that value") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _expanded_size(node: Any, sizes: dict[int, int], name: str) -> int:
+    """How many values ``node`` stands for with every alias expanded; refuses past the budget or a cycle."""
+    import yaml
+
+    key = id(node)
+    if key in sizes:
+        if sizes[key] < 0:
+            raise UsageError(f"recipe {name}: an alias refers to a list or mapping that contains it", "remove the alias")
+        return sizes[key]
+    sizes[key] = -1
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(child, sizes, name) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, sizes, name) + _expanded_size(v, sizes, name) for k, v in node.value)
+    if total > MAX_RECIPE_VALUES:
+        raise UsageError(f"recipe {name} expands to more than {MAX_RECIPE_VALUES:,} values (YAML anchors and aliases)",
+                         "write the recipe out without nested aliases")  # fmt: skip
+    sizes[key] = total
+    return total
 
 
 def recipe_loader():
@@ -267,7 +332,7 @@ def parse_recipe(raw: Any, path: Path) -> Recipe:
     default_data = _data_plan(top.get("data") or {}, at / "data", base)
     models = tuple(_model(m, at / "models" / i, base, default_data) for i, m in enumerate(at.listing(top["models"])))
     _unique([m.name for m in models], at / "models", "model")
-    trust = bool(top.get("trust_model", False))
+    trust = _flag(top.get("trust_model", False), at / "trust_model")
     training = _training(top.get("training") or {}, at / "training")
     variants: list[VariantSpec] = []
     for i, raw_variant in enumerate(at.listing(top["variants"])):
@@ -275,9 +340,9 @@ def parse_recipe(raw: Any, path: Path) -> Recipe:
     _unique([v.key for v in variants], at / "variants", "variant")
     targets = _targets(top.get("targets") or {}, at / "targets")
     bench = _bench(top.get("bench") or {}, at / "bench")
-    output = Path(top.get("output") or f"{path.stem}-results")
+    output = Path(_text(top["output"], at / "output") if top.get("output") is not None else f"{path.stem}-results")
     recipe = Recipe(
-        name=str(top.get("name") or path.stem),
+        name=_text(top["name"], at / "name") if top.get("name") is not None else path.stem,
         path=path,
         output=output if output.is_absolute() else Path(os.path.normpath(base / output)),
         models=models,
@@ -299,10 +364,39 @@ def _unique(names: list[str], at: _At, kind: str) -> None:
         seen.add(name)
 
 
-def _int(value: Any, at: _At, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise at.error(f"expected a whole number ≥ {minimum}, got {value!r}")
+def _int(value: Any, at: _At, minimum: int = 0, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f"≥ {minimum}"
+        raise at.error(f"expected a whole number {bound}, got {_shown(value)}")
     return value
+
+
+def _number(value: Any, at: _At, minimum: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or abs(value) == float("inf") or (
+        minimum is not None and value <= minimum
+    ):
+        raise at.error(f"expected a number{f' > {minimum}' if minimum is not None else ''}, got {_shown(value)}")
+    return value
+
+
+def _text(value: Any, at: _At) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise at.error(f"expected text, got {_shown(value)}", "quote it if YAML reads it as a number or a date")
+    if len(value) > 4096 or any(ord(c) < 32 and c not in "\t" for c in value):
+        raise at.error("text is longer than 4096 characters or holds control characters")
+    return value
+
+
+def _flag(value: Any, at: _At) -> bool:
+    if not isinstance(value, bool):
+        raise at.error(f"expected true or false, got {_shown(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message: short, whatever it holds."""
+    text = repr(value) if isinstance(value, str | int | float | bool | type(None)) else f"a {type(value).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _data_spec(value: Any, at: _At, base: Path) -> DataSource | None:
@@ -311,7 +405,7 @@ def _data_spec(value: Any, at: _At, base: Path) -> DataSource | None:
     if isinstance(value, str | Path):
         value = {"spec": str(value)}
     value = at.mapping(value, ("spec", "samples"), ("spec",))
-    spec = str(value["spec"])
+    spec = _text(value["spec"], at / "spec")
     samples = _int(value["samples"], at / "samples", minimum=1) if value.get("samples") is not None else None
     name = spec.partition(":")[0]
     if name not in EMBEDDED_DATA:
@@ -320,6 +414,18 @@ def _data_spec(value: Any, at: _At, base: Path) -> DataSource | None:
             raise at.error(f"data not found: {file}", f"pass an image folder, a .npy/.npz file or one of: {', '.join(EMBEDDED_DATA)}")
         spec = str(file)
     return DataSource(spec, samples)
+
+
+def _zoo_param(value: Any, default: Any, at: _At) -> None:
+    """A zoo parameter has its default's type: sizes and counts are whole numbers, widths are numbers."""
+    if isinstance(default, bool):
+        _flag(value, at)
+    elif isinstance(default, int):
+        _int(value, at, minimum=1, maximum=100_000)
+    elif isinstance(default, float):
+        _number(value, at, minimum=0)
+    elif isinstance(default, str):
+        _text(value, at)
 
 
 def _data_plan(value: Any, at: _At, base: Path, default: DataPlan | None = None) -> DataPlan:
@@ -332,9 +438,7 @@ def _data_plan(value: Any, at: _At, base: Path, default: DataPlan | None = None)
 
 def _training(value: Any, at: _At) -> TrainingDefaults:
     value = at.mapping(value, ("epochs", "batch_size", "lr", "strategy"))
-    lr = value.get("lr")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0):
-        raise (at / "lr").error(f"expected a positive number, got {lr!r}")
+    lr = _number(value["lr"], at / "lr", minimum=0) if value.get("lr") is not None else None
     strategy = value.get("strategy")
     if strategy is not None and str(strategy) not in RECIPE_STRATEGIES:
         hint = ("multi-worker spans processes and a pipeline stage is one: run `compress qat|distill|… --strategy "
@@ -357,6 +461,9 @@ def _model(value: Any, at: _At, base: Path, default_data: DataPlan) -> ModelSpec
     latency_at = _int(value["latency_at"], at / "latency_at", minimum=1) if value.get("latency_at") is not None else None
     if ("zoo" in value) == ("file" in value):
         raise at.error("a model needs exactly one of 'zoo' (a zoo name) or 'file' (a model path)")
+    for key in ("name", "zoo", "file"):
+        if key in value:
+            _text(value[key], at / key)
     data = _data_plan(value.get("data") or {}, at / "data", base, default_data)
     if "file" in value:
         if value.get("params") or value.get("train"):
@@ -375,6 +482,8 @@ def _model(value: Any, at: _At, base: Path, default_data: DataPlan) -> ModelSpec
     except UsageError as exc:
         raise (at / "zoo").error(str(exc)) from None
     params = (at / "params").mapping(value.get("params") or {}, tuple(entry.defaults))
+    for key, given in params.items():
+        _zoo_param(given, entry.defaults[key], at / "params" / key)
     # The zoo's embedded data for the model's task fills any role the recipe leaves open.
     embedded = DataSource(entry.embedded_data)
     data = DataPlan(**{role.value: data.get(role) or embedded for role in DATA_KEYS.values()})
@@ -392,6 +501,9 @@ def _model(value: Any, at: _At, base: Path, default_data: DataPlan) -> ModelSpec
     if train_value is not False:
         train_value = {} if train_value is True else train_value
         train_value = (at / "train").mapping(train_value, tuple(f.name for f in fields(TrainSpec)))
+        for key, given in train_value.items():
+            kind = _int if isinstance(getattr(TrainSpec, key), int) else _number
+            kind(given, at / "train" / key)
         try:
             train = TrainSpec(**train_value)
         except (UsageError, TypeError) as exc:
@@ -402,8 +514,6 @@ def _model(value: Any, at: _At, base: Path, default_data: DataPlan) -> ModelSpec
 
 def parse_pass(value: Any, at: _At) -> PassSpec:
     """``export``, ``quantize(mode=int8)``, ``{quantize: {mode: int8}}`` → a PassSpec."""
-    import yaml
-
     if isinstance(value, str):
         match = _CALL.match(value)
         if not match:
@@ -414,7 +524,10 @@ def parse_pass(value: Any, at: _At) -> PassSpec:
             key, sep, text = part.partition("=")
             if not sep:
                 raise at.error(f"pass argument '{part}' is not key=value", f"e.g. {name}(mode=int8)")
-            params[key.strip()] = yaml.load(text.strip(), Loader=recipe_loader())  # noqa: S506 - safe
+            try:
+                params[key.strip()] = _safe_yaml(text.strip(), at.path.name)
+            except UsageError as exc:
+                raise at.error(f"cannot read pass argument '{part[:80]}': {exc.message}", f"e.g. {name}(mode=int8)") from None
         return PassSpec(name, params)
     if isinstance(value, dict) and len(value) == 1:
         name, params = next(iter(value.items()))
@@ -428,7 +541,7 @@ def parse_pass(value: Any, at: _At) -> PassSpec:
 
 def _variants(value: Any, at: _At, registry, training: TrainingDefaults) -> list[VariantSpec]:
     value = at.mapping(value, ("name", "passes", "formats"), ("name", "passes"))
-    name = str(value["name"])
+    name = _text(value["name"], at / "name")
     specs = []
     for i, raw in enumerate(at.listing(value["passes"] or [])):
         spec = parse_pass(raw, at / "passes" / i)
@@ -440,7 +553,7 @@ def _variants(value: Any, at: _At, registry, training: TrainingDefaults) -> list
         canonical = registry.canonical(spec.name)
         defaults = training.for_pass(pass_parameters(canonical), spec.params)
         specs.append(PassSpec(canonical, {**spec.params, **defaults}))
-    formats = [str(f) for f in at.listing(value.get("formats") or [])]
+    formats = [_text(f, at / "formats" / i) for i, f in enumerate(at.listing(value.get("formats") or []))]
     if not formats:
         variant = VariantSpec(name, tuple(specs))
         _instances(variant, at)
@@ -504,11 +617,11 @@ def _targets(value: Any, at: _At) -> Targets:
     runtimes = []
     for name in at.listing(value.get("runtimes") or list(Targets.runtimes)):
         try:
-            runtimes.append(RUNTIMES.canonical(str(name)))
+            runtimes.append(RUNTIMES.canonical(_text(name, at / "runtimes")))
         except UsageError as exc:
             raise (at / "runtimes").error(str(exc)) from None
     threads = tuple(None if t in (None, "default") else _int(t, at / "threads", 1) for t in at.listing(value.get("threads") or [None]))
-    devices = tuple(str(d).lower() for d in at.listing(value.get("devices") or ["cpu"]))
+    devices = tuple(_text(d, at / "devices").lower() for d in at.listing(value.get("devices") or ["cpu"]))
     for device in devices:
         if device not in DEVICES:
             raise (at / "devices").error(f"unknown device '{device}'", f"choose from: {', '.join(DEVICES)}")
@@ -520,7 +633,7 @@ def _bench(value: Any, at: _At) -> BenchSpec:
     return BenchSpec(
         runs=_int(value.get("runs", BenchSpec.runs), at / "runs", 1),
         warmup=_int(value.get("warmup", BenchSpec.warmup), at / "warmup", 0),
-        memory=bool(value.get("memory", BenchSpec.memory)),
+        memory=_flag(value.get("memory", BenchSpec.memory), at / "memory"),
     )
 
 

@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,7 @@ def read_config(path: Path, fmt: ModelFormat) -> tuple[dict | None, str | None]:
             return {"raw": meta_file.read_bytes().decode(errors="replace")}, None
     except ModelLoadError:
         raise
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as exc:  # EOFError: a cut zip member
         raise ModelLoadError(f"model file is damaged: {path}: {_first_line(exc)}", "re-export or re-download it") from exc
     return None, None
 

@@ -221,6 +221,7 @@ def _stem(name: str) -> str:
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "edgecompress-bundle-manifest/1"
 
 
 def _sha256(path: Path) -> str:
@@ -232,13 +233,28 @@ def _sha256(path: Path) -> str:
 
 
 def file_problems(directory: Path, meta: dict) -> list[str]:
-    """Files that are missing or differ from what the bundle was built with."""
+    """Files that are missing or differ from what the bundle was built with, by compress deploy's manifest.json.
+
+    Also named: code beside run.py that the manifest does not list (an extra numpy.py would be imported in
+    numpy's place). Files elsewhere (a .venv, images, outputs) are the user's.
+    """
     manifest = directory / MANIFEST
     if manifest.is_file():
-        listed = json.loads(manifest.read_text()).get("files", {})
+        try:
+            data = json.loads(manifest.read_bytes().decode("utf-8"))
+        except (ValueError, RecursionError):
+            return [f"{MANIFEST} is not valid JSON; rebuild the bundle"]
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or not isinstance(data.get("files"), dict):
+            return [f"{MANIFEST} is not an {MANIFEST_FORMAT} manifest; rebuild the bundle"]
+        listed = data["files"]
+        odd = [str(name)[:80] for name in listed if not _plain_path(name)]
+        if odd:
+            return [f"{MANIFEST} lists {', '.join(odd[:3])}, not plain paths inside the bundle; rebuild the bundle"]
+        problems = [f"{path.name} is not part of the bundle (code beside run.py is imported before the installed packages)"
+                    for path in sorted(directory.iterdir()) if path.name not in listed and _importable(path)]
     else:  # older bundles: the model's own hash is in its metadata
         listed = {"model.tflite": meta.get("deploy", {}).get("model_sha256")}
-    problems = []
+        problems = []
     for name, digest in sorted(listed.items()):
         path = directory / name
         if not path.is_file():
@@ -246,6 +262,19 @@ def file_problems(directory: Path, meta: dict) -> list[str]:
         elif digest and _sha256(path) != digest:
             problems.append(f"{name} changed since the bundle was built (sha256 differs)")
     return problems
+
+
+def _plain_path(name) -> bool:
+    if not isinstance(name, str):
+        return False
+    return not name.startswith("/") and "\\" not in name and all(p not in ("", ".", "..") for p in name.split("/"))
+
+
+def _importable(path: Path) -> bool:
+    """A file or package Python would import by name from the script's folder."""
+    if path.is_dir():
+        return (path / "__init__.py").exists()
+    return path.suffix in (".py", ".pyc", ".pyw", ".so", ".pyd") or ".cpython-" in path.name
 
 
 def _outputs(model: Model, x: np.ndarray) -> list[np.ndarray]:
