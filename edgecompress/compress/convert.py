@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecompress._env import import_tensorflow, native_output_silenced
 from edgecompress.calibration.data import ModelInputs
+from edgecompress.calibration.observers import DEFAULT_PERCENTILE
+from edgecompress.compress.layermap import LayerMap
 from edgecompress.compress.tflite_graph import add_signature, float_ops
 from edgecompress.errors import EdgeCompressError, UnsupportedError, require
+
+if TYPE_CHECKING:
+    from edgecompress.compress.tflite_calibrate import Calibrated
 
 ONNX_OPSET = 17
 
@@ -26,6 +33,7 @@ def keras_to_tflite(
     io: str = "float",
     optimize_sparsity: bool = False,
     progress: bool = False,
+    ranges: RangeOptions | None = None,
 ) -> bytes:
     """Run the TFLite converter with the settings of one post-training mode.
 
@@ -33,15 +41,12 @@ def keras_to_tflite(
     ``from_keras_model``: that path first saves a whole SavedModel (tracing every layer), which is
     about 90 % of its time — 19 s against 1.4 s for the demo MobileNetV2, with identical output.
     The SignatureDef the Keras path would write is added back afterwards.
+
+    ``ranges`` (int8 only): calibrate with our observers and/or keep layers in float, through the
+    converter's calibrate-only step and its quantizer (``tflite_calibrate.py``).
     """
     tf = import_tensorflow()
-    specs = [
-        tf.TensorSpec((None, *tuple(t.shape[1:])), tf.float32, name=_tensor_name(t, i))
-        for i, t in enumerate(model.inputs)
-    ]
-    # A list (not a dict) keeps the outputs in the Keras order: dicts are flattened by sorted key.
-    function = tf.function(lambda *x: list(_as_list(model(list(x) if len(x) > 1 else x[0], training=False))))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function(*specs)])
+    converter, specs = _converter(model)
     optimizations = []
     if mode != "float":
         optimizations.append(tf.lite.Optimize.DEFAULT)
@@ -64,22 +69,80 @@ def keras_to_tflite(
             ]
         # The converter exposes per-tensor weight quantization only through this attribute.
         converter._experimental_disable_per_channel = not per_channel  # noqa: SLF001
+    kept: list[str] = []
     try:
         with native_output_silenced() as terminal:
-            if mode in ("int8", "int16x8"):
-                converter.representative_dataset = calibration.representative_dataset(terminal if progress else None)
-            data = converter.convert()
+            if mode == "int8" and ranges is not None:
+                calibrated = calibrate_converter(converter, calibration, ranges, terminal if progress else None)
+                kept = calibrated.op_outputs_of(ranges.keep_float, LayerMap.of(model), strict=True)
+                data = calibrated.quantize(per_channel, io, kept)
+            else:
+                if mode in ("int8", "int16x8"):
+                    converter.representative_dataset = calibration.representative_dataset(terminal if progress else None)
+                data = converter.convert()
+    except EdgeCompressError:
+        raise
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError, ValueError, RuntimeError…
         raise _conversion_error(exc, mode) from exc
-    data = add_signature(data, [s.name for s in specs], _output_names(model))
+    data = finish_tflite(data, model, specs)
     if mode == "int8":
-        left = float_ops(data)
+        left = float_ops(data, allowed=kept)
         if left:
             raise UnsupportedError(
                 f"full-int8 conversion left op(s) {', '.join(left)} in float (no int8 kernel)",
                 "use --mode dynamic or --mode int16x8, or replace that layer",
             )
     return data
+
+
+@dataclass(frozen=True)
+class RangeOptions:
+    """How int8 activation ranges are chosen, and which Keras layers stay in float."""
+
+    #: None: the converter's (ONNX Runtime's) own min/max calibrator; else an observer name
+    method: str | None = None
+    percentile: float = DEFAULT_PERCENTILE
+    keep_float: tuple[str, ...] = ()
+
+
+def _converter(model):
+    """A converter of the model's inference call, and the input specs it was traced with."""
+    tf = import_tensorflow()
+    specs = [
+        tf.TensorSpec((None, *tuple(t.shape[1:])), tf.float32, name=_tensor_name(t, i))
+        for i, t in enumerate(model.inputs)
+    ]
+    # A list (not a dict) keeps the outputs in the Keras order: dicts are flattened by sorted key.
+    function = tf.function(lambda *x: list(_as_list(model(list(x) if len(x) > 1 else x[0], training=False))))
+    return tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function(*specs)]), specs
+
+
+def calibrate_converter(converter, calibration: ModelInputs, ranges: RangeOptions, progress_file=None) -> Calibrated:
+    from edgecompress.compress.tflite_calibrate import calibrate
+
+    return calibrate(converter, calibration, ranges.method, ranges.percentile, progress_file)
+
+
+def keras_calibrated(model, calibration: ModelInputs, ranges: RangeOptions, progress: bool = False) -> Calibrated:
+    """A float TFLite model of ``model`` carrying our int8 activation ranges (see tflite_calibrate.py),
+    to quantize as often as needed: keep-float searches and ``compress inspect`` calibrate once."""
+    tf = import_tensorflow()
+    converter, _ = _converter(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    try:
+        with native_output_silenced() as terminal:
+            return calibrate_converter(converter, calibration, ranges, terminal if progress else None)
+    except EdgeCompressError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _conversion_error(exc, "int8") from exc
+
+
+def finish_tflite(data: bytes, model, specs=None) -> bytes:
+    """The SignatureDef a Keras conversion would have written (inputs and outputs by Keras name)."""
+    names = [s.name for s in specs] if specs else [_tensor_name(t, i) for i, t in enumerate(model.inputs)]
+    return add_signature(data, names, _output_names(model))
 
 
 def _tensor_name(tensor, index: int) -> str:
@@ -136,9 +199,28 @@ def onnx_quantize(
     calibration: ModelInputs | None = None,
     per_channel: bool = True,
     progress: bool = False,
+    ranges: RangeOptions | None = None,
+    layer_map: LayerMap | None = None,
 ) -> None:
-    """Quantize an ONNX model with ONNX Runtime: dynamic, static QDQ int8 / int16x8, or float16."""
+    """Quantize an ONNX model with ONNX Runtime: dynamic, static QDQ int8 / int16x8, or float16.
+
+    ``ranges`` (static modes): the calibration method and the Keras layers (named through
+    ``layer_map``) whose nodes stay in float; see ``onnx_calibrate.py``.
+    """
     onnx = require("onnx", "onnx", "ONNX quantization")
+    if ranges is not None and mode in ("int8", "int16x8"):
+        from edgecompress.compress.onnx_calibrate import calibrate_onnx
+
+        if calibration is None:
+            raise EdgeCompressError(f"ONNX {mode} needs calibration data", "pass --calib")
+        with native_output_silenced() as terminal:
+            calibrated = calibrate_onnx(
+                float_model, calibration, ranges.method or "minmax", ranges.percentile, mode,
+                terminal if progress else None,
+            )
+        exclude = calibrated.nodes_of(ranges.keep_float, layer_map) if ranges.keep_float and layer_map else []
+        calibrated.quantize(output, mode, per_channel, exclude)
+        return
     if mode == "float16":
         float16 = require("onnxconverter_common.float16", "onnx", "ONNX float16 conversion")
         # keep_io_types: float in, float out at the boundary like every other variant.
