@@ -75,11 +75,17 @@ def quantize(
     trust_model: bool = False,
     force: bool = False,
     progress: bool = False,
+    **options: Any,
 ) -> CompressionReport:
-    """Post-training quantization of a Keras model to TFLite or ONNX."""
+    """Post-training quantization of a Keras model to TFLite or ONNX.
+
+    ``options``: the accuracy fields of QuantizeConfig — ``calibration`` (minmax, percentile, entropy,
+    mse), ``percentile``, ``keep_float``, ``auto_keep_float`` + ``max_drop`` (needs ``eval``),
+    ``equalize``, ``bias_correction``, ``relu6``.
+    """
     source = load(model)
     chosen, reason = choose_mode(mode, calib is not None)
-    config = QuantizeConfig(mode=chosen, format=format, per_channel=per_channel, io=io)
+    config = QuantizeConfig(mode=chosen, format=format, per_channel=per_channel, io=io, **options)
     if calib is not None and not config.mode.needs_calibration:
         log.warning("--calib is ignored by --mode %s, which needs no calibration", config.mode.value)
     return _run_pass(
@@ -405,3 +411,42 @@ def distill(
     return _run_training_pass(
         DistillPass(config), load(teacher), output, data, eval, val_split, preprocessing, trust_model, force, progress
     )
+
+
+def inspect(
+    model: str | os.PathLike,
+    calib: str | os.PathLike | ImageSet,
+    eval: str | os.PathLike | ImageSet | None = None,
+    format: str = "tflite",
+    calibration: str | None = None,
+    percentile: float = 99.99,
+    per_channel: bool = True,
+    keep_float: Sequence[str] | str = (),
+    samples: int = 32,
+    calib_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    preprocessing: dict[str, Any] | None = None,
+    trust_model: bool = False,
+    progress: bool = False,
+):
+    """Per-layer int8 error of a Keras model (one InspectReport per format; ``format="both"`` gives two)."""
+    from edgecompress.compress.inspect_run import InspectConfig, inspect_keras
+    from edgecompress.runtimes.keras_io import load_keras
+
+    source = load(model)
+    if not source.format.is_keras:
+        raise UsageError(f"inspect takes a Keras model, not {source.format.value}", "pass the float .h5/.keras source")
+    formats = ["tflite", "onnx"] if format == "both" else [format]
+    configs = [InspectConfig(f, calibration, percentile, per_channel, keep_float, samples) for f in formats]
+    resolved = resolve_preprocessing(source, preprocessing)
+    shape = input_shape_of(source, trust_model)
+    calibration_data = model_inputs(calib, shape, resolved.preprocessing, split="train", samples=calib_samples)
+    evaluation = None
+    if eval is not None:
+        evaluation = model_inputs(eval, shape, resolved.preprocessing, split="test", need_labels=True)
+        _check_labels_fit(source, evaluation, trust_model)
+    keras_model = load_keras(source.path, trust_model=trust_model)
+    return [
+        inspect_keras(keras_model, calibration_data, config, evaluation, source.metadata.task, source.path.stem,
+                      progress).report
+        for config in configs
+    ]  # fmt: skip

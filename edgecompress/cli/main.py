@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 
 from edgecompress._env import configure_environment
+from edgecompress.cli.options import accuracy_options as _accuracy_options
+from edgecompress.cli.options import accuracy_overrides as _accuracy
 from edgecompress.cli.options import overrides as _overrides
 from edgecompress.cli.options import preprocessing_options as _preprocessing_options
 from edgecompress.cli.options import print_for_scripts
@@ -82,8 +84,9 @@ def cli(debug: bool) -> None:
 @click.option("--calib", help="Calibration data: image folder, .npy/.npz, or 'digits'.")
 @click.option("--calib-samples", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--eval", "eval_data", help="Labelled data to measure source and output on: folder, .npz or 'digits'.")
+@_accuracy_options
 @_preprocessing_options
-def quantize(model, output, mode, fmt, per_tensor, io, calib, calib_samples, eval_data, scale, offset, mean, std, color, trust_model, force, as_json, quiet):
+def quantize(model, output, mode, fmt, per_tensor, io, calib, calib_samples, eval_data, calibration, percentile, keep_float, auto_keep_float, max_drop, equalize, bias_correction, scale, offset, mean, std, color, trust_model, force, as_json, quiet):
     """Post-training quantization of a Keras MODEL to TFLite or ONNX."""
     from edgecompress import api
     from edgecompress.compress.quantize import choose_mode
@@ -95,6 +98,7 @@ def quantize(model, output, mode, fmt, per_tensor, io, calib, calib_samples, eva
         model, output, mode=mode, format=fmt, per_channel=not per_tensor, io=io, calib=calib,
         calib_samples=calib_samples, eval=eval_data, preprocessing=_overrides(scale, offset, mean, std, color),
         trust_model=trust_model, force=force, progress=not (quiet or as_json),
+        **_accuracy(calibration, percentile, keep_float, auto_keep_float, max_drop, equalize, bias_correction),
     )
     _print_report("quantize", report, time.perf_counter() - started, as_json, quiet)
 
@@ -153,6 +157,9 @@ def _print_report(command: str, report, seconds: float, as_json: bool, quiet: bo
     )
     for metric_line in _accuracy_lines(report.evaluation):
         lines.append(f"  accuracy      {metric_line}")
+    from edgecompress.reports.inspect import fix_lines
+
+    lines += fix_lines(details)
     lines.append(f"  took          {seconds:.1f} s")
     click.echo("\n".join(lines))
 
@@ -232,12 +239,13 @@ def demo(output_dir, epochs, runs, quiet):
 
 
 from edgecompress.cli.deploy import deploy  # noqa: E402 - command groups kept in their own modules
+from edgecompress.cli.inspect import inspect  # noqa: E402
 from edgecompress.cli.pipeline import pipeline, report  # noqa: E402
 from edgecompress.cli.qat import binarize, qat  # noqa: E402
 from edgecompress.cli.train import cluster, distill, prune  # noqa: E402
 from edgecompress.cli.zoo import zoo  # noqa: E402
 
-for _command in (deploy, zoo, prune, cluster, distill, qat, binarize, pipeline, report):
+for _command in (deploy, zoo, prune, cluster, distill, qat, binarize, pipeline, report, inspect):
     cli.add_command(_command)
 
 

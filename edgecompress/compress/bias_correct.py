@@ -6,8 +6,8 @@ statistics. Rounding a kernel W to W + ε shifts the layer's expected output by 
 per-tensor scales and wide channel ranges that shift is systematic, and it accumulates along the
 depth. We simulate the converter's weight quantization (symmetric int8, per channel or per tensor,
 on the BatchNorm-folded kernels it will see) and add E[y_float] − E[y_int8-weights] per channel to each
-layer's bias (its own, or the shift of the BatchNorm that follows it). Corrections change the
-downstream means, so a few rounds run until they settle.
+layer's bias (its own, or the shift of the BatchNorm that follows it), layer by layer in model order
+so that each measures what is left after the corrections before it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from edgecompress.compress.equalize import add_bn_shift, fold_batchnorm, is_fold
 
 log = logging.getLogger(__name__)
 
-ROUNDS = 3
 BATCH = 32
 
 
@@ -113,17 +112,18 @@ def bias_correct(model, calibration: ModelInputs, per_channel: bool = True) -> B
     for layer, _ in q_targets:
         kg.set_kernel(layer, quantize_kernel(kg.kernel(layer), per_channel))
     q_twins: dict[str, Any] = {}
-    q_probe = tf_keras.Model(quantized.inputs, [_pre_activation(h, q_twins) for _, h in q_targets])
+    q_points = [_pre_activation(h, q_twins) for _, h in q_targets]
     for name, twin in q_twins.items():
         twin.set_weights(quantized.get_layer(name).get_weights())
-    total = [np.zeros_like(r) for r in reference]
-    for _ in range(ROUNDS):
-        means = _channel_means(q_probe, calibration)
-        for (_, holder), r, m, acc in zip(q_targets, reference, means, total, strict=True):
-            _add(holder, r - m)
-            if holder.name in q_twins:
-                q_twins[holder.name].set_weights(holder.get_weights())
-            acc += r - m
+    # In model order, each layer measured with every layer before it already corrected: corrected all
+    # at once, each layer would also undo the shift it inherits, which the layers before it remove too.
+    total = []
+    for (_, holder), point, r in zip(q_targets, q_points, reference, strict=True):
+        (m,) = _channel_means(tf_keras.Model(quantized.inputs, [point]), calibration)
+        _add(holder, r - m)
+        if holder.name in q_twins:
+            q_twins[holder.name].set_weights(holder.get_weights())
+        total.append(r - m)
     for (_, holder), delta in zip(targets, total, strict=True):
         _add(holder, delta)
     biases = [np.abs(_bias_of(h)).mean() for _, h in targets]

@@ -76,7 +76,7 @@ def fold_batchnorm(model) -> FoldResult:
 
 def _foldable_bn(layer) -> bool:
     axis = layer.axis if isinstance(layer.axis, list | tuple) else [layer.axis]
-    rank = len(layer.input_shape)
+    rank = len(layer.input.shape)
     return layer.center and len(axis) == 1 and axis[0] in (-1, rank - 1) and layer.epsilon < 1.0
 
 

@@ -190,6 +190,13 @@ class QuantizePass(Pass):
         keras_model = load_source(artifact, context)
         LayerMap.of(keras_model.model).check(config.keep_float)
         calibration = context.calibration if config.mode.needs_calibration else None
+        if config.equalize or config.bias_correction:
+            # Loaded models are shared (runtimes/keras_io.py caches the last one): fix a copy.
+            from edgecompress.compress.finetune import private_copy
+            from edgecompress.runtimes.keras_io import KerasModel
+
+            _, copy = private_copy(artifact, context)
+            keras_model = KerasModel(model=copy, flavor="tf_keras", path=keras_model.path)
         fixes = weight_fixes(keras_model.model, config, context.calibration)
         search = None
         if config.auto_keep_float:
@@ -229,6 +236,9 @@ class QuantizePass(Pass):
             "seconds": seconds,
             "check": check.to_dict(),
         }
+        if config.calibration is not None:
+            method = config.calibration + (f" {config.percentile}" if config.calibration == "percentile" else "")
+            report["calibration_method"] = method
         if fixes:
             report["fixes"] = fixes
         if search is not None:
@@ -237,7 +247,7 @@ class QuantizePass(Pass):
 
 
 def weight_fixes(model, config: QuantizeConfig, calibration) -> dict[str, Any]:
-    """Equalization then bias correction, on the loaded Keras model (never the file); what each did."""
+    """Equalization then bias correction, in place on a private copy of the model; what each did."""
     fixes: dict[str, Any] = {}
     if config.equalize:
         from edgecompress.compress.equalize import equalize

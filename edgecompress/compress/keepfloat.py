@@ -1,0 +1,191 @@
+"""`--auto-keep-float --max-drop X`: the fewest layers left in float so the metric drops ≤ X points.
+
+Calibrated once; every trial is a quantization from the same ranges plus an evaluation. Candidates
+come from ``compress inspect``'s ranking (the error each op adds on its own), worst first: add them
+one by one until the drop is within X, then try taking each back out (fewest layers). Each kept
+layer's price is measured at the end: file size and median latency with and without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgecompress.artifacts import Artifact, Metadata, ModelFormat
+from edgecompress.calibration.data import ModelInputs
+from edgecompress.compress.layermap import LayerMap
+from edgecompress.compress.passes import PassContext
+from edgecompress.runtimes.keras_io import KerasModel
+
+if TYPE_CHECKING:
+    from edgecompress.compress.quantize import QuantizeConfig
+
+log = logging.getLogger(__name__)
+
+#: layers of inspect's ranking tried at most
+MAX_CANDIDATES = 12
+#: samples of the evaluation data the ranking compares layer by layer
+RANK_SAMPLES = 32
+LATENCY_RUNS = 30
+
+
+@dataclass(frozen=True)
+class KeepFloatSearch:
+    kept: tuple[str, ...]
+    metric: str
+    float_metric: float
+    int8_metric: float  # nothing kept
+    final_metric: float
+    max_drop: float  # points
+    met: bool
+    trials: tuple[dict[str, Any], ...] = ()
+    #: per kept layer: what leaving it in float costs (bytes, ms) against the same set without it
+    costs: tuple[dict[str, Any], ...] = field(default=())
+
+    @property
+    def drop(self) -> float:
+        return (self.float_metric - self.final_metric) * 100
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "drop_points": self.drop}
+
+
+class _Trials:
+    """Quantize with a keep-float set and score it; results cached by set."""
+
+    def __init__(self, keras_model: KerasModel, config: QuantizeConfig, context: PassContext, task: str, workdir: Path):
+        from edgecompress.compress import convert
+
+        self.model = keras_model.model
+        self.layer_map = LayerMap.of(self.model)
+        self.config, self.task, self.workdir = config, task, workdir
+        self.validation: ModelInputs = context.validation
+        self.scores: dict[tuple[str, ...], float] = {}
+        ranges = config.range_options(())
+        if config.format.value == "tflite":
+            self.calibrated = convert.keras_calibrated(self.model, context.calibration, ranges)
+        else:
+            from edgecompress.compress.onnx_calibrate import calibrate_onnx
+
+            proto = convert.keras_to_onnx(self.model)
+            self.calibrated = calibrate_onnx(proto, context.calibration, ranges.method or "minmax", ranges.percentile,
+                                             config.mode.value)  # fmt: skip
+
+    @property
+    def fmt(self) -> ModelFormat:
+        return ModelFormat.TFLITE if self.config.format.value == "tflite" else ModelFormat.ONNX
+
+    def ranking(self) -> list[str]:
+        from edgecompress.compress.inspect import finish_rows
+
+        samples = ModelInputs(self.validation.data.take(RANK_SAMPLES), self.validation.input_shape,
+                              self.validation.preprocessing)  # fmt: skip
+        if self.fmt is ModelFormat.TFLITE:
+            from edgecompress.compress.inspect_tflite import inspect_tflite
+
+            rows, _ = inspect_tflite(self.calibrated, self.layer_map, samples, self.config.per_channel)
+        else:
+            from edgecompress.compress.inspect_onnx import inspect_onnx
+
+            rows, _ = inspect_onnx(self.calibrated, self.layer_map, samples, self.config.mode.value,
+                                   self.config.per_channel)  # fmt: skip
+        stats = sorted(finish_rows(rows, self.config.per_channel), key=lambda s: (_key(s.sqnr_alone_db), _key(s.sqnr_db)))
+        return [name for name in dict.fromkeys(s.layer for s in stats) if name in self.layer_map.order]
+
+    def write(self, kept: tuple[str, ...]) -> Path:
+        from edgecompress.compress import convert
+        from edgecompress.runtimes.probe import trust
+
+        path = self.workdir / f"trial{len(list(self.workdir.iterdir()))}.{self.fmt.value}"
+        if self.fmt is ModelFormat.TFLITE:
+            names = self.calibrated.op_outputs_of(kept, self.layer_map, strict=True)
+            data = self.calibrated.quantize(self.config.per_channel, self.config.io.value, names)
+            path.write_bytes(convert.finish_tflite(data, self.model))
+        else:
+            exclude = self.calibrated.nodes_of(kept, self.layer_map)
+            self.calibrated.quantize(path, self.config.mode.value, self.config.per_channel, exclude)
+        trust(path)  # written by us a moment ago
+        return path
+
+    def artifact(self, path: Path) -> Artifact:
+        names = [str(n) for n in getattr(self.model, "output_names", None) or []]
+        return Artifact(path, self.fmt, Metadata(task=self.task, extra={"output_names": names}))
+
+    def score(self, kept: tuple[str, ...], metric: str) -> float:
+        kept = tuple(sorted(kept, key=self.layer_map.order.get))
+        if kept not in self.scores:
+            from edgecompress.models.tasks import evaluate
+            from edgecompress.runtimes import open_session
+
+            with open_session(self.artifact(self.write(kept))) as session:
+                self.scores[kept] = evaluate(session, self.validation, self.task)[metric]
+        return self.scores[kept]
+
+    def cost(self, kept: tuple[str, ...]) -> tuple[int, float]:
+        """(size in bytes, median latency in ms) of the model with ``kept`` in float."""
+        import numpy as np
+
+        from edgecompress.runtimes import open_session
+        from edgecompress.runtimes.base import time_session
+
+        path = self.write(tuple(kept))
+        with open_session(self.artifact(path), threads=2) as session:
+            x = self.validation.transform(self.validation.data.images[:1])
+            return path.stat().st_size, float(time_session(session, np.asarray(x), warmup=3, runs=LATENCY_RUNS).p50)
+
+
+def _key(value: float) -> float:
+    import math
+
+    return value if math.isfinite(value) else 1e9
+
+
+def search_keep_float(
+    keras_model: KerasModel, source: Artifact, config: QuantizeConfig, context: PassContext
+) -> KeepFloatSearch:
+    from edgecompress.models.tasks import TASKS, evaluate, infer_task
+    from edgecompress.runtimes import open_session
+
+    task = source.metadata.task or infer_task(keras_model.output_shape)
+    metric = TASKS.get(task).primary_metric
+    with open_session(source, trust_model=context.trust_model) as session:
+        float_metric = evaluate(session, context.validation, task)[metric]
+    limit = float(config.max_drop)
+    with tempfile.TemporaryDirectory(prefix="edgecompress-keepfloat-") as tmp:
+        trials = _Trials(keras_model, config, context, task, Path(tmp))
+
+        def drop(kept: tuple[str, ...]) -> float:
+            return (float_metric - trials.score(kept, metric)) * 100
+
+        log_rows = [{"kept": [], "drop_points": drop(())}]
+        kept: tuple[str, ...] = ()
+        if drop(()) > limit:
+            for layer in trials.ranking()[:MAX_CANDIDATES]:
+                kept = (*kept, layer)
+                log_rows.append({"kept": list(kept), "drop_points": drop(kept)})
+                if drop(kept) <= limit:
+                    break
+            if drop(kept) > limit:  # not reachable with these candidates: keep the best set seen
+                kept = min(trials.scores, key=lambda k: (-trials.scores[k], len(k)))
+            for layer in list(kept):  # fewest: take back out what is not needed
+                fewer = tuple(k for k in kept if k != layer)
+                if fewer != kept and drop(fewer) <= limit:
+                    kept = fewer
+                    log_rows.append({"kept": list(kept), "drop_points": drop(kept)})
+        costs = []
+        if kept:
+            size, latency = trials.cost(kept)
+            for layer in kept:
+                without = tuple(k for k in kept if k != layer)
+                size_without, latency_without = trials.cost(without)
+                costs.append({"layer": layer, "size_bytes": size - size_without, "latency_ms": latency - latency_without})
+        final = trials.score(kept, metric)
+    result = KeepFloatSearch(kept, metric, float_metric, trials.score((), metric), final, limit,
+                             (float_metric - final) * 100 <= limit, tuple(log_rows), tuple(costs))  # fmt: skip
+    if not result.met:
+        log.warning("no keep-float set of the %d worst layers kept the drop ≤ %.2f points (best: %.2f with %s)",
+                    MAX_CANDIDATES, limit, result.drop, ", ".join(kept) or "none")  # fmt: skip
+    return result
