@@ -136,7 +136,7 @@ class EqualizeResult:
     pairs: tuple[Pair, ...]
     relu6_replaced: tuple[str, ...]
     skipped: tuple[str, ...]
-    #: worst per-channel weight spread (max range / median range) over the equalized layers
+    #: worst per-channel weight spread (max range / median range) over the pairs' first layers
     spread_before: float
     spread_after: float
     notes: tuple[str, ...] = field(default=())
@@ -158,7 +158,8 @@ def equalize(model, relu6: str = "replace", fold: bool = True) -> EqualizeResult
     for name in needs_relu6:
         _to_relu(by_name[name])
         replaced.append(name)
-    layers = sorted({n for p in pairs for n in (p.first, p.second)}, key=[layer.name for layer in model.layers].index)
+    # The spread CLE acts on: output-channel ranges of each pair's first layer.
+    layers = list(dict.fromkeys(p.first for p in pairs))
     before = max((kg.channel_spread(kg.out_channel_absmax(by_name[n])) for n in layers), default=1.0)
     for _ in range(SWEEPS):
         moved = 0.0

@@ -81,6 +81,8 @@ def inspect_tflite(
     for depth, ((q, twin, f), acc) in enumerate(zip(pairs, accumulators, strict=True)):
         name = graph.names[twin]
         layers = tuple(layer_map.layers_in(name))
+        if not layers:
+            layers = _reads_from(twin, graph, producer, layer_map)
         row: dict[str, Any] = {
             "layer": layers[-1] if layers else name, "layers": layers, "depth": depth,
             "op": producer[q].kind if q in producer else "?", **acc.result(),
@@ -96,6 +98,19 @@ def inspect_tflite(
                     row.update(weight_stats(kernel, axis, per_channel))
         rows.append(row)
     return rows, final.result()["sqnr_db"]
+
+
+def _reads_from(tensor: int, graph: Graph, producer: dict, layer_map: LayerMap, hops: int = 4) -> tuple[str, ...]:
+    """An output the converter renamed ("Identity"): it belongs to the layer it reads from (a softmax
+    fused into a Dense layer, say), found by walking back through Quantize/Dequantize ops."""
+    frontier = [tensor]
+    for _ in range(hops):
+        frontier = [i for t in frontier if t in producer for i in producer[t].inputs if i >= 0 and i not in graph.constant]
+        for t in frontier:
+            found = layer_map.layers_in(graph.names[t])
+            if found:
+                return (found[-1],)
+    return ()
 
 
 def _batches(interpreter, samples: ModelInputs, batch: int):

@@ -5,7 +5,7 @@ tensors carry ``min``/``max`` fields, then the MLIR quantizer turns those into s
 first step on one sample (for the fields' layout), measure every activation of that float model on
 the calibration data with our observers (``calibration/observers.py``), write their ranges into the
 fields, and hand the file to the same quantizer with the same arguments (given the calibrator's own
-ranges, the output is byte-identical to a plain conversion: tested). TensorFlow's
+ranges, the output has a plain conversion's ops, tensors, scales and weights: tested). TensorFlow's
 QuantizationDebugger uses the same route. One calibration serves many quantizations: layers kept in
 float (the quantizer's ``denylisted_nodes``) and the debug model of ``compress inspect`` reuse it.
 
