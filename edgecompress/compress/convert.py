@@ -256,14 +256,14 @@ def onnx_quantize(
             )
 
 
-def _reader(base, calibration: ModelInputs, input_name: str, progress_file=None):
+def _reader(base, calibration: ModelInputs, input_name: str, progress_file=None, batch_size: int = 16):
     from tqdm import tqdm
 
     class Reader(base):
         """ONNX Runtime's one-method data-reader protocol over our calibration batches."""
 
         def __init__(self) -> None:
-            self._batches = calibration.batches(16)
+            self._batches = calibration.batches(batch_size)
             self._bar = tqdm(total=len(calibration), desc="calibrating", unit="sample", leave=False,
                              file=progress_file, disable=progress_file is None)
 

@@ -80,7 +80,7 @@ def inspect_tflite(
     rows = []
     for depth, ((q, twin, f), acc) in enumerate(zip(pairs, accumulators, strict=True)):
         name = graph.names[twin]
-        layers = tuple(layer_map.layers_in(name))
+        layers = tuple(float_graph.layers_of(f, layer_map) if f is not None else layer_map.layers_in(name))
         if not layers:
             layers = _reads_from(twin, graph, producer, layer_map)
         row: dict[str, Any] = {

@@ -1,9 +1,10 @@
 """`--auto-keep-float --max-drop X`: the fewest layers left in float so the metric drops ≤ X points.
 
 Calibrated once; every trial is a quantization from the same ranges plus an evaluation. Candidates
-come from ``compress inspect``'s ranking (the error each op adds on its own), worst first: add them
-one by one until the drop is within X, then try taking each back out (fewest layers). Each kept
-layer's price is measured at the end: file size and median latency with and without it.
+are ``compress inspect``'s worst layers (the error each op adds on its own) and the layers the
+outputs come from; each is first tried alone, then they are added in the order of what they
+recovered until the drop is within X, and each is tried back out (fewest layers). Each kept layer's
+price is measured at the end: file size and median latency with and without it.
 """
 
 from __future__ import annotations
@@ -95,6 +96,11 @@ class _Trials:
         stats = sorted(finish_rows(rows, self.config.per_channel), key=lambda s: (_key(s.sqnr_alone_db), _key(s.sqnr_db)))
         return [name for name in dict.fromkeys(s.layer for s in stats) if name in self.layer_map.order]
 
+    def output_layers(self) -> list[str]:
+        """The layers whose ops produce the model's outputs (through reshapes)."""
+        names = [str(n) for n in getattr(self.model, "output_names", None) or [] if str(n) in self.layer_map.order]
+        return [self.layer_map.reshapes.get(name, name) for name in names]
+
     def write(self, kept: tuple[str, ...]) -> Path:
         from edgecompress.compress import convert
         from edgecompress.runtimes.probe import trust
@@ -163,7 +169,12 @@ def search_keep_float(
         log_rows = [{"kept": [], "drop_points": drop(())}]
         kept: tuple[str, ...] = ()
         if drop(()) > limit:
-            for layer in trials.ranking()[:MAX_CANDIDATES]:
+            # Inspect's worst layers, and the layers the outputs come from (a task can be sensitive to an
+            # output's resolution that no SQNR shows: keypoints 0.04 apart in a head whose range is 10).
+            candidates = list(dict.fromkeys([*trials.ranking()[:MAX_CANDIDATES], *trials.output_layers()]))
+            alone = {layer: drop((layer,)) for layer in candidates}
+            log_rows += [{"kept": [layer], "drop_points": value} for layer, value in alone.items()]
+            for layer in sorted(candidates, key=lambda c: alone[c]):
                 kept = (*kept, layer)
                 log_rows.append({"kept": list(kept), "drop_points": drop(kept)})
                 if drop(kept) <= limit:

@@ -14,17 +14,47 @@ from collections.abc import Iterable, Sequence
 
 from edgecompress.errors import UsageError
 
+#: layers that only move values around: kept in float with the layer they read
+SHAPE_ONLY = ("Reshape", "Flatten", "Permute")
+
 
 class LayerMap:
     """The Keras layers of one model, in order, and which of them a graph name mentions."""
 
-    def __init__(self, layer_names: Sequence[str]) -> None:
+    def __init__(
+        self, layer_names: Sequence[str], reshapes: dict[str, str] | None = None, outputs: Sequence[str] = ()
+    ) -> None:
         self.names = list(layer_names)
         self.order = {name: i for i, name in enumerate(self.names)}
+        #: shape-only layer → the one layer it reads (see ``kept_with_reshapes``)
+        self.reshapes = dict(reshapes or {})
+        #: the layers giving the model's outputs, in order (converters rename output tensors "Identity")
+        self.outputs = [name for name in outputs if name in self.order]
 
     @classmethod
     def of(cls, model) -> LayerMap:
-        return cls([layer.name for layer in model.layers])
+        from edgecompress.compress.kerasgraph import Wiring
+
+        wiring = Wiring.of(model)
+        reshapes = {
+            layer.name: wiring.producers[layer.name][0] for layer in model.layers
+            if type(layer).__name__ in SHAPE_ONLY and len(wiring.producers.get(layer.name, ())) == 1
+        }  # fmt: skip
+        outputs = [str(n) for n in getattr(model, "output_names", None) or []]
+        return cls([layer.name for layer in model.layers], reshapes, outputs)
+
+    def kept_with_reshapes(self, layers: Iterable[str]) -> list[str]:
+        """Layers kept in float, plus the reshapes that only read them: a float output re-quantized
+        by a Reshape after it (a landmark head's (N, 132) → (N, 33, 4)) would lose what was kept."""
+        kept = list(dict.fromkeys(layers))
+        grown = True
+        while grown:
+            grown = False
+            for shaped, source in self.reshapes.items():
+                if source in kept and shaped not in kept:
+                    kept.append(shaped)
+                    grown = True
+        return kept
 
     def layers_in(self, graph_name: str) -> list[str]:
         """Keras layers named in a TFLite tensor or ONNX node/tensor name, in model order."""

@@ -44,7 +44,7 @@ class OnnxCalibration:
 
     def nodes_of(self, layers: Iterable[str], layer_map: LayerMap) -> list[str]:
         """Float-model nodes a set of Keras layers took part in (by node and output names)."""
-        wanted = set(layers)
+        wanted = set(layer_map.kept_with_reshapes(layers))
         return [
             node.name for node in self.float_model.graph.node
             if wanted & set(layer_map.layers_in(";".join([node.name, *node.output])))
@@ -109,8 +109,9 @@ def calibrate_onnx(
         with native_output_silenced() as terminal:
             quantization.quantize_static(
                 str(source), str(out),
+                # ONNX Runtime's histogram collectors stack every batch: they must all be the same size.
                 _reader(quantization.CalibrationDataReader, calibration, float_model.graph.input[0].name,
-                        terminal if progress_file is not None else None),
+                        terminal if progress_file is not None else None, 16 if method == "minmax" else 1),
                 quant_format=quantization.QuantFormat.QDQ,
                 activation_type=quantization.QuantType.QInt16 if mode == "int16x8" else quantization.QuantType.QInt8,
                 weight_type=quantization.QuantType.QInt8,

@@ -56,6 +56,7 @@ class Graph:
     ops: tuple[GraphOp, ...]
     names: tuple[str, ...]
     constant: frozenset[int]
+    outputs: tuple[int, ...] = ()
 
     @classmethod
     def read(cls, data: bytes) -> Graph:
@@ -77,7 +78,15 @@ class Graph:
                 kind = (code.CustomCode() or b"CUSTOM").decode()
             ops.append(GraphOp(i, kind, tuple(op.InputsAsNumpy().tolist()) if op.InputsLength() else (),
                                tuple(op.OutputsAsNumpy().tolist()) if op.OutputsLength() else ()))  # fmt: skip
-        return cls(tuple(ops), names, frozenset(constant))
+        outputs = tuple(graph.OutputsAsNumpy().tolist()) if graph.OutputsLength() else ()
+        return cls(tuple(ops), names, frozenset(constant), outputs)
+
+    def layers_of(self, tensor: int, layer_map: LayerMap) -> list[str]:
+        """Keras layers named by a tensor; a renamed model output ("Identity_1") by its position."""
+        found = layer_map.layers_in(self.names[tensor])
+        if not found and tensor in self.outputs and len(layer_map.outputs) == len(self.outputs):
+            found = [layer_map.outputs[self.outputs.index(tensor)]]
+        return found
 
     def producer(self) -> dict[int, GraphOp]:
         return {t: op for op in self.ops for t in op.outputs}
@@ -128,13 +137,14 @@ class Calibrated:
         ``strict``: a layer with no op of its own (a Reshape the converter removed, an input) is an error.
         """
         wanted = set(layers)
+        extended = set(layer_map.kept_with_reshapes(wanted))
         names, found = [], set()
         for op in self.graph.ops:
             for t in op.outputs:
-                hit = wanted & set(layer_map.layers_in(self.graph.names[t]))
+                hit = extended & set(self.graph.layers_of(t, layer_map))
                 if hit:
                     names.append(self.graph.names[t])
-                    found |= hit
+                    found |= hit & wanted
         missing = sorted(wanted - found, key=layer_map.order.get)
         if strict and missing:
             raise UsageError(
