@@ -289,17 +289,26 @@ def _layers_of(names, model) -> set[str]:
 
 def test_keep_float_leaves_exactly_those_layers_in_float_tflite(tiny_classifier, tiny_keras, tmp_path):
     from edgecompress import api
-    from edgecompress.compress.tflite_graph import float_op_list, operators
+    from edgecompress.compress.layermap import LayerMap
+    from edgecompress.compress.tflite_calibrate import Graph
+    from edgecompress.compress.tflite_graph import BOUNDARY_OPS, float_op_list, operators
 
     kept = ("block_2_expand", "predictions")
     report = api.quantize(tiny_classifier, tmp_path / "kf.tflite", mode="int8", calib="digits", calib_samples=40,
                           keep_float=",".join(kept))  # fmt: skip
     data = report.output.path.read_bytes()
+    graph, layer_map = Graph.read(data), LayerMap.of(tiny_keras.model)
+    index = {name: i for i, name in enumerate(graph.names)}
+
+    def layers(names) -> set[str]:  # a renamed output ("Identity": the softmax) by its position
+        return {layer for name in names for layer in graph.layers_of(index[name], layer_map)}
+
     floats = [name for op in float_op_list(data) for name in op.output_names]
-    ints = [name for op in operators(data) if op not in float_op_list(data) for name in op.output_names]
-    assert set(kept) <= _layers_of(floats, tiny_keras.model)
-    assert all(set(kept) & _layers_of([name], tiny_keras.model) for name in floats)
-    assert not set(kept) & _layers_of(ints, tiny_keras.model)
+    ints = [name for op in operators(data) if op.name not in BOUNDARY_OPS and op not in float_op_list(data)
+            for name in op.output_names]  # fmt: skip
+    assert set(kept) <= layers(floats)
+    assert all(set(kept) & layers([name]) for name in floats)
+    assert not set(kept) & layers(ints)
     assert report.output.metadata.lineage[-1].params["keep_float"] == list(kept)
 
 

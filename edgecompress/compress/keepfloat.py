@@ -3,8 +3,11 @@
 Calibrated once; every trial is a quantization from the same ranges plus an evaluation. Candidates
 are ``compress inspect``'s worst layers (the error each op adds on its own) and the layers the
 outputs come from; each is first tried alone, then they are added in the order of what they
-recovered until the drop is within X, and each is tried back out (fewest layers). Each kept layer's
-price is measured at the end: file size and median latency with and without it.
+recovered until the drop is within X. When no such set is enough — the error is spread over many
+layers, none bad alone (a regression head whose every op adds a little noise to coordinates that
+must stay within a pixel) — the *tail* of each output is tried: the k layers closest to it, k
+doubling, then bisected. Whatever set is found, each layer is tried back out (fewest layers). Each
+kept layer's price is measured at the end: file size and median latency with and without it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: layers of inspect's ranking tried at most
 MAX_CANDIDATES = 12
+#: an output's tail grows to at most this share of the layers with int8 ops (beyond it, little is int8)
+MAX_TAIL_SHARE = 0.5
 #: samples of the evaluation data the ranking compares layer by layer
 RANK_SAMPLES = 32
 LATENCY_RUNS = 30
@@ -101,6 +106,18 @@ class _Trials:
         names = [str(n) for n in getattr(self.model, "output_names", None) or [] if str(n) in self.layer_map.order]
         return [self.layer_map.reshapes.get(name, name) for name in names]
 
+    def tail(self, output: str, with_ops: list[str]) -> list[str]:
+        """The layers ``output`` depends on that have int8 ops, nearest to it first (reverse model order)."""
+        from edgecompress.compress.kerasgraph import Wiring
+
+        producers = Wiring.of(self.model).producers
+        seen, frontier = {output}, [output]
+        while frontier:
+            frontier = [p for name in frontier for p in producers.get(name, ()) if p not in seen]
+            seen.update(frontier)
+        allowed = set(with_ops)
+        return sorted((name for name in seen if name in allowed), key=self.layer_map.order.get, reverse=True)
+
     def write(self, kept: tuple[str, ...]) -> Path:
         from edgecompress.compress import convert
         from edgecompress.runtimes.probe import trust
@@ -143,6 +160,34 @@ class _Trials:
             return path.stat().st_size, float(time_session(session, np.asarray(x), warmup=3, runs=LATENCY_RUNS).p50)
 
 
+def _tail_search(trials: _Trials, outputs: list[str], ranked: list[str], limit: float, drop, log_rows: list) -> tuple:
+    """The shortest tail (layers nearest an output) within the limit: k = 1, 2, 4, … then bisected.
+    Outputs are tried in the order their own layer recovered the metric; () if no tail is enough."""
+    most = max(1, int(len(ranked) * MAX_TAIL_SHARE))
+    for output in outputs:
+        chain = trials.tail(output, ranked)[:most]
+        low, high = 0, None  # low: a size known to fail (0 = nothing kept); high: the first that met
+        k = 1
+        while k <= len(chain):
+            log_rows.append({"kept": chain[:k], "drop_points": drop(tuple(chain[:k])), "tail_of": output})
+            if drop(tuple(chain[:k])) <= limit:
+                high = k
+                break
+            low = k
+            k = len(chain) if k < len(chain) < 2 * k else 2 * k
+        if high is None:
+            continue
+        while high - low > 1:
+            middle = (low + high) // 2
+            log_rows.append({"kept": chain[:middle], "drop_points": drop(tuple(chain[:middle])), "tail_of": output})
+            if drop(tuple(chain[:middle])) <= limit:
+                high = middle
+            else:
+                low = middle
+        return tuple(chain[:high])
+    return ()
+
+
 def _key(value: float) -> float:
     import math
 
@@ -171,7 +216,8 @@ def search_keep_float(
         if drop(()) > limit:
             # Inspect's worst layers, and the layers the outputs come from (a task can be sensitive to an
             # output's resolution that no SQNR shows: keypoints 0.04 apart in a head whose range is 10).
-            candidates = list(dict.fromkeys([*trials.ranking()[:MAX_CANDIDATES], *trials.output_layers()]))
+            ranked = trials.ranking()
+            candidates = list(dict.fromkeys([*ranked[:MAX_CANDIDATES], *trials.output_layers()]))
             alone = {layer: drop((layer,)) for layer in candidates}
             log_rows += [{"kept": [layer], "drop_points": value} for layer, value in alone.items()]
             for layer in sorted(candidates, key=lambda c: alone[c]):
@@ -179,9 +225,12 @@ def search_keep_float(
                 log_rows.append({"kept": list(kept), "drop_points": drop(kept)})
                 if drop(kept) <= limit:
                     break
+            if drop(kept) > limit:
+                outputs = sorted(trials.output_layers(), key=lambda c: alone.get(c, 1e9))
+                kept = _tail_search(trials, outputs, ranked, limit, drop, log_rows) or kept
             if drop(kept) > limit:  # not reachable with these candidates: keep the best set seen
                 kept = min(trials.scores, key=lambda k: (-trials.scores[k], len(k)))
-            for layer in list(kept):  # fewest: take back out what is not needed
+            for layer in reversed(kept):  # fewest: take back out what is not needed, farthest first
                 fewer = tuple(k for k in kept if k != layer)
                 if fewer != kept and drop(fewer) <= limit:
                     kept = fewer
