@@ -31,7 +31,7 @@ def main() -> None:
 
     from edgecompress import api
     from edgecompress.artifacts import InputSpec, Metadata
-    from edgecompress.compress.binarize import binarynet_cnn
+    from edgecompress.models.binarynet import binarynet_cnn
     from edgecompress.models.train import accuracy, save_model, train_classifier
     from edgecompress.models.zoo import SYMMETRIC
     from edgecompress.reports.tables import human_bytes
@@ -56,6 +56,7 @@ def main() -> None:
                           force=True, progress=False)  # fmt: skip
     d = report.details
     macs, check = d["macs"], d["check"]
+    check["top1_agreement"] = d["top1_agreement"]
     ratio = float_tflite.size_bytes / report.output.size_bytes
     print(f"binarized layers: {', '.join(d['binarized_layers'])}; float: {', '.join(d['float_layers'])}")
     print(f"binary MACs: {macs['conv_binary_share']:.1%} of convolution MACs ({macs['conv_macs_binary']:,} of "

@@ -53,16 +53,15 @@ def unstructured(source: Path, out: Path, epochs: int, lr: float, schedule: str)
 
     report = api.prune(source, out / "digits_mobilenet_v2.pruned50.h5", "digits", sparsity=0.5, epochs=epochs,
                        lr=lr, schedule=schedule, force=True, progress=False)  # fmt: skip
-    d = report.details
-    metric = d["metric"]
-    before, after = d["evaluation"]["source"][metric], d["evaluation"]["output"][metric]
-    tflite = d["tflite"]
+    d = report.report
+    ev = report.evaluation
+    before, after = ev.source.metrics[ev.metric], ev.output.metrics[ev.metric]
     plain = keras_to_tflite(load_keras(report.output.path).model, "float")
     plain_gzip = len(gzip.compress(plain, compresslevel=9))
-    src, sparse = tflite["source"], tflite["output_sparse"]
+    src, sparse = d.tflite["source"].to_dict(), d.tflite["output_sparse"].to_dict()
     print(f"\n## Unstructured 50 % (TFMOT, {schedule} schedule), MobileNetV2 α 0.35 96 px on digits")
-    print(f"measured sparsity      {d['measured_sparsity']:.2%} of {d['prunable_weights']:,} prunable weights "
-          f"(target 50 ± 1 %; {len(d['left_dense'])} depthwise layers left dense)")  # fmt: skip
+    print(f"measured sparsity      {d.magnitude.measured_sparsity:.2%} of {d.magnitude.prunable_weights:,} prunable "
+          f"weights (target 50 ± 1 %; {len(d.magnitude.left_dense)} depthwise layers left dense)")  # fmt: skip
     print(f"top-1 (digits:test)    {before:.2%} → {after:.2%} ({(after - before) * 100:+.2f} points) "
           f"after {epochs} fine-tuning epochs, Adam {lr:g} cosine")  # fmt: skip
     print(f"float TFLite           {src['size_bytes']:,} B, gzip {src['gzip_bytes']:,} B (unpruned)")
@@ -83,21 +82,22 @@ def channels(models: list[tuple[str, Path, str]], out: Path, epochs: int, lr: fl
             print(f"channel pruning 30 % of {label}{', distilled' if kd else ''}")
             report = api.prune(source, out / f"{name}.h5", data, sparsity=0.3, structure="channels", distill=kd,
                                epochs=epochs, lr=lr, force=True, progress=False)  # fmt: skip
-            rows.append((label + (" + KD" if kd else ""), report.details))
+            rows.append((label + (" + KD" if kd else ""), report))
     print(f"\n## Channel pruning 30 % (L1), fine-tuned {epochs} epochs (Adam {lr:g}; + KD: the source as teacher, "
           "T 4, alpha 0.5); float TFLite in LiteRT (XNNPACK, 2 threads, batch 1)")  # fmt: skip
     print("| model | params | MACs | LiteRT p50 ms | metric (held-out) | metric before fine-tuning |")
     print("|---|---|---|---|---|---|")
-    for label, d in rows:
-        src, dst = d["tflite"]["source"], d["tflite"]["output"]
-        metric = d["metric"]
-        before, after = d["evaluation"]["source"][metric], d["evaluation"]["output"][metric]
+    for label, run in rows:
+        ch, tflite, ev = run.report.channels, run.report.tflite, run.evaluation
+        src, dst = tflite["source"], tflite["output"]
+        metric = ev.metric
+        before, after = ev.source.metrics[metric], ev.output.metrics[metric]
         print(
-            f"| {label} | {d['params_before']:,} → {d['params_after']:,} ({1 - d['params_after'] / d['params_before']:.1%} fewer) "
-            f"| {src['macs'] / 1e6:.1f} M → {dst['macs'] / 1e6:.1f} M "
-            f"| {src['latency_ms_p50']:.3f} → {dst['latency_ms_p50']:.3f} ({dst['latency_ms_p50'] / src['latency_ms_p50']:.2f}×) "
+            f"| {label} | {ch.params_before:,} → {ch.params_after:,} ({1 - ch.params_after / ch.params_before:.1%} fewer) "
+            f"| {src.macs / 1e6:.1f} M → {dst.macs / 1e6:.1f} M "
+            f"| {src.latency_ms_p50:.3f} → {dst.latency_ms_p50:.3f} ({dst.latency_ms_p50 / src.latency_ms_p50:.2f}×) "
             f"| {metric} {before:.2%} → {after:.2%} ({(after - before) * 100:+.2f} points) "
-            f"| {d['evaluation_before_finetune'][metric]:.2%} |"
+            f"| {ch.before_finetune[metric]:.2%} |"
         )
 
 

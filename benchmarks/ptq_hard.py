@@ -101,8 +101,8 @@ def data(name: str):
 def cell(report, metric: str, path: Path) -> dict:
     from zoo import latency_ms
 
-    return {"metric": report.evaluation["output"][metric], "size": path.stat().st_size, "latency_ms": latency_ms(path),
-            "float_keras": report.evaluation["source"][metric]}  # fmt: skip
+    return {"metric": report.evaluation.output.metrics[metric], "size": path.stat().st_size, "latency_ms": latency_ms(path),
+            "float_keras": report.evaluation.source.metrics[metric]}  # fmt: skip
 
 
 FORMATS = ("tflite", "onnx")
@@ -142,10 +142,10 @@ def _measure(name: str, workdir: Path, fmt: str) -> dict:
         started = time.perf_counter()
         report = api.quantize(source, path, mode="int8", format=fmt, calib=train, calib_samples=CALIB_SAMPLES,
                               eval=train, force=True, **options)  # fmt: skip
-        tried.append({"label": label, "options": options, "selection": report.evaluation["output"][metric],
+        tried.append({"label": label, "options": options, "selection": report.evaluation.output.metrics[metric],
                       "size": path.stat().st_size, "seconds": time.perf_counter() - started})  # fmt: skip
-        say(f"  {label}: training split {metric} {tried[-1]['selection']:.4f} (float {report.evaluation['source'][metric]:.4f})")
-    float_selection = report.evaluation["source"][metric]
+        say(f"  {label}: training split {metric} {tried[-1]['selection']:.4f} (float {report.evaluation.source.metrics[metric]:.4f})")
+    float_selection = report.evaluation.source.metrics[metric]
     best = max(tried, key=lambda t: (round(t["selection"], 6), -len(t["options"]), -t["size"]))
     if (float_selection - best["selection"]) * 100 > limit / 2:
         label = f"{best['label']}+keep-float"
@@ -156,7 +156,7 @@ def _measure(name: str, workdir: Path, fmt: str) -> dict:
                               **best["options"])  # fmt: skip
         search = report.details["keep_float_search"]
         tried.append({"label": label, "options": {**best["options"], "keep_float": search["kept"]},
-                      "selection": report.evaluation["output"][metric], "size": path.stat().st_size,
+                      "selection": report.evaluation.output.metrics[metric], "size": path.stat().st_size,
                       "seconds": time.perf_counter() - started, "search": search})  # fmt: skip
         say(f"  {label}: kept {search['kept']} training split {metric} {tried[-1]['selection']:.4f}")
         best = max(tried, key=lambda t: (round(t["selection"], 6), -len(t["options"]), -t["size"]))
@@ -234,7 +234,7 @@ def per_tensor_demo(workdir: Path) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         report = api.quantize(source, path, mode="int8", calib=train, calib_samples=CALIB_SAMPLES, eval=test,
                               force=True, **options)  # fmt: skip
-        before, after = report.evaluation["source"]["top1"], report.evaluation["output"]["top1"]
+        before, after = report.evaluation.source.metrics["top1"], report.evaluation.output.metrics["top1"]
         eq = (report.details.get("fixes") or {}).get("equalize")
         spread = f"{eq['spread_before']:.0f}× → {eq['spread_after']:.1f}×" if eq else "-"
         rows.append(f"| {label} | {after:.2%} | {(after - before) * 100:+.2f} | {spread} |")

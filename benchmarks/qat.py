@@ -37,21 +37,19 @@ def main() -> None:
     elif not source.exists():
         train_demo_model(source, args.epochs, print, progress=False)
     started = time.perf_counter()
-    report = api.qat(source, args.out / "digits_mobilenet_v2.qat.tflite", "digits", epochs=args.qat_epochs,
-                     lr=args.lr, calib_samples=200, force=True, progress=False)  # fmt: skip
+    run = api.qat(source, args.out / "digits_mobilenet_v2.qat.tflite", "digits", epochs=args.qat_epochs,
+                  lr=args.lr, calib_samples=200, force=True, progress=False)  # fmt: skip
     seconds = time.perf_counter() - started
-    comparison = report.details["comparison"]
-    scores = comparison["scores"]
-    samples = int(scores["float"]["samples"])
-    top1 = {key: scores[key]["top1"] for key in ("float", "ptq_int8", "qat_int8")}
+    ev, ptq = run.evaluation, run.report.ptq_int8
+    scores = {"float": ev.source, "ptq_int8": ptq, "qat_int8": ev.output}
+    samples = ev.samples
+    top1 = {key: s.metrics["top1"] for key, s in scores.items()}
     print(f"QAT of {source} ({args.qat_epochs} epochs, lr {args.lr:g}) took {seconds:.0f} s")
-    print(f"held-out data: {comparison['data']}")
+    print(f"held-out data: {ev.data}")
     print("| variant | runtime | size | top-1 | vs float |")
     print("|---|---|---|---|---|")
-    sizes = {"float": report.source.size_bytes, "ptq_int8": report.details["ptq_size_bytes"],
-             "qat_int8": report.output.size_bytes}  # fmt: skip
-    for key in ("float", "ptq_int8", "qat_int8"):
-        print(f"| {key} | {comparison['runtimes'][key]} | {human_bytes(sizes[key])} | {top1[key]:.2%} "
+    for key, s in scores.items():
+        print(f"| {key} | {s.runtime} | {human_bytes(s.size_bytes)} | {top1[key]:.2%} "
               f"| {(top1[key] - top1['float']) * 100:+.2f} points |")  # fmt: skip
     within = abs(top1["qat_int8"] - top1["float"]) * 100 <= 0.5 + 1e-9
     not_below = top1["qat_int8"] >= top1["ptq_int8"] - 1.0 / samples - 1e-9

@@ -13,6 +13,7 @@ from pathlib import Path
 from edgecompress import api
 from edgecompress.artifacts import read_sidecar
 from edgecompress.reports.records import BenchmarkRecord
+from edgecompress.reports.tables import human_bytes
 
 DEMO_MODEL = {"input_size": 96, "alpha": 0.35, "classes": 10}
 #: (tag, format, mode); mode None is the float export.
@@ -66,7 +67,7 @@ def run_demo(
         else:
             calib = "digits" if mode in ("int8", "int16x8") else None
             report = api.quantize(source, target, mode=mode, format=fmt, calib=calib, eval="digits", force=True)
-        say(f"  {report.size_ratio:.2f}× smaller, check: {report.details['check']['max_abs_diff']:.3g} max |Δ|")
+        say(f"  {report.sizes.describe(human_bytes)}; check: {report.report.check.max_abs_diff:.3g} max |Δ|")
         outputs.append(report.output.path)
     say(f"benchmarking {len(outputs)} models (2 threads, {runs} runs each, accuracy on digits:test)")
     return api.bench(outputs, threads=2, runs=runs, eval="digits", progress=progress)

@@ -58,6 +58,23 @@ def out(tmp_path) -> Path:
     return tmp_path
 
 
+#: why Larq's tests skip in the numpy-2 environment (`make test-numpy2`)
+LARQ_MISSING = "needs the larq extra (Larq + LCE, which pins numpy < 2): pip install 'edgecompress[larq]'"
+
+
+def larq_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("larq", "larq_compute_engine"))
+
+
+@pytest.fixture(scope="session")
+def larq() -> None:
+    """Request it in a test or fixture that needs Larq: skips, with the reason, where it is not installed."""
+    if not larq_installed():
+        pytest.skip(LARQ_MISSING)
+
+
 def pytest_collection_modifyitems(items):
     """Under pytest-xdist, keep every test of one zoo entry on one worker: its trained model is
     a session fixture, and training it once per worker would cost more than the split gains."""

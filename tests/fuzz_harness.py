@@ -46,8 +46,16 @@ def mutate(data: bytes, rng: random.Random) -> tuple[bytes, str]:
     return bytes(data), kind
 
 
+#: sources fed to `compress quantize` itself (float .tflite / .onnx), not only to `bench`
+QUANTIZE_SOURCES = ("tflite-source", "onnx-source")
+
+
 def commands_for(path: Path, out_dir: Path) -> list[list[str]]:
     suffix = path.suffix.lower()
+    if any(f"_{name}_" in path.name for name in QUANTIZE_SOURCES):
+        # New parsers read these: the probe child, the flatbuffer/ONNX readers and both quantizers.
+        return [["quantize", str(path), "-o", str(out_dir / f"q{suffix}"), "--mode", "int8", "--calib", "digits",
+                 "--calib-samples", "8", "--force"]]  # fmt: skip
     if suffix in (".h5", ".keras"):
         return [
             ["quantize", str(path), "-o", str(out_dir / "q.tflite"), "--mode", "dynamic", "--force"],
@@ -187,4 +195,6 @@ def make_sources(workdir: Path) -> dict[str, Path]:
         h5, workdir / "source.tflite", mode="int8", calib="digits", calib_samples=20
     ).output.path
     onnx = api.export(h5, workdir / "source.onnx", format="onnx").output.path
-    return {"h5": h5, "keras": keras_v3, "tflite": tflite, "onnx": onnx}
+    float_tflite = api.export(h5, workdir / "float.tflite").output.path
+    return {"h5": h5, "keras": keras_v3, "tflite": tflite, "onnx": onnx, "tflite-source": float_tflite,
+            "onnx-source": onnx}  # fmt: skip

@@ -18,7 +18,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def digits_cnn(workdir):
     """A float BinaryNet-style CNN (width 32) trained for 2 epochs on digits at 32 px, grey."""
-    from edgecompress.compress.binarize import binarynet_cnn
+    from edgecompress.models.binarynet import binarynet_cnn
     from edgecompress.models.train import save_model, train_classifier
 
     model = binarynet_cnn(SIZE, 10, channels=1, width=32)
@@ -30,7 +30,7 @@ def digits_cnn(workdir):
 
 
 @pytest.fixture(scope="module")
-def binarized(digits_cnn, workdir):
+def binarized(larq, digits_cnn, workdir):
     return api.binarize(digits_cnn, workdir / "digits_cnn.binary.tflite", "digits", epochs=2, progress=False, force=True)
 
 
@@ -54,13 +54,14 @@ def test_lce_file_is_much_smaller_than_float_tflite(binarized, digits_cnn, workd
 def test_lce_outputs_match_larq_within_tolerance(binarized):
     from edgecompress.compress.binarize import LCE_TOLERANCE
 
-    check = binarized.details["check"]
-    assert check["passed"] and check["tolerance"] == LCE_TOLERANCE
-    assert check["relative"] <= LCE_TOLERANCE
-    assert check["top1_agreement"] >= 0.9
+    check = binarized.report.check
+    assert check.passed and check.tolerance == LCE_TOLERANCE
+    assert check.relative <= LCE_TOLERANCE
+    assert binarized.report.top1_agreement >= 0.9
     scores = binarized.evaluation
-    assert scores["source"]["samples"] == scores["output"]["samples"] == 360
-    assert scores["output"]["top1"] > 0.3  # far above chance (10 %) after 2 epochs of distillation
+    assert scores.source.runtime == "keras" and scores.output.runtime == "lce"
+    assert scores.source.metrics["samples"] == scores.output.metrics["samples"] == 360
+    assert scores.output.metrics["top1"] > 0.3  # far above chance (10 %) after 2 epochs of distillation
 
 
 def test_bench_runs_lce_models(binarized):
@@ -68,10 +69,10 @@ def test_bench_runs_lce_models(binarized):
     (record,) = records
     assert record.status == "ok", record.note
     assert record.runtime == "lce" and record.latency_ms_p50 > 0
-    assert record.metric_value == pytest.approx(binarized.evaluation["output"]["top1"])
+    assert record.metric_value == pytest.approx(binarized.evaluation.output.metrics["top1"])
 
 
-def test_binarize_all_binarizes_first_and_last(digits_cnn):
+def test_binarize_all_binarizes_first_and_last(larq, digits_cnn):
     from edgecompress.compress.binarize import binarize_model
     from edgecompress.runtimes.keras_io import load_keras
 

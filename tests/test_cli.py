@@ -52,8 +52,10 @@ def test_quantize_int8_with_eval_prints_one_screen(runner, out, tiny_classifier)
 def test_quantize_json_and_quiet(runner, out, tiny_classifier):
     result = invoke(runner, "quantize", tiny_classifier, "-o", out / "m.onnx", "--format", "onnx", "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    run = json.loads(result.output)
+    report = run["report"]
     assert report["mode"] == "dynamic" and report["format"] == "onnx" and report["check"]["passed"]
+    assert run["notes"] == ["mode: no calibration data was given, so dynamic range (pass --calib for full int8)"]
     result = invoke(runner, "export", tiny_classifier, "-o", out / "f.tflite", "-q")
     assert result.output.strip() == str(out / "f.tflite")
 

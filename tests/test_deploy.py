@@ -11,6 +11,7 @@ pays for `pip install`.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -87,12 +88,26 @@ CASES = [(task, mode) for task in ZOO_MODELS for mode in ("int8", "float")]
 TARGET_OF = {"classification": "rpi", "segmentation": "linux", "keypoints": "android"}
 
 
+def ensure_manifest(bundle: Path) -> None:
+    """The bundle's manifest.json: written by build_bundle once deploy/manifest.py exists (issue 18);
+    until then a minimal one of the agreed format, so the self-check's file verification is exercised."""
+    import hashlib
+    import importlib.util
+
+    if (bundle / "manifest.json").exists() or importlib.util.find_spec("edgecompress.deploy.manifest"):
+        return
+    files = {p.relative_to(bundle).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(bundle.rglob("*")) if p.is_file()}
+    (bundle / "manifest.json").write_text(json.dumps({"format": "edgecompress-bundle-manifest/1", "files": files}))
+
+
 @pytest.fixture(scope="session")
 def bundles(tflite_models, workdir) -> dict[tuple[str, str], Path]:
     out = {}
     for (task, mode), model in tflite_models.items():
         path = workdir / "bundles" / f"{task}-{mode}"
         build_bundle(model, TARGET_OF[task], path)
+        ensure_manifest(path)
         out[(task, mode)] = path
     return out
 
@@ -427,3 +442,145 @@ def test_binarized_bundle_runs_on_lce_without_tensorflow(workdir):
     assert report["runtime"] == "larq_compute_engine"
     assert report["tolerance_check"]["passed"] and report["task_agreement"] == 1.0
     assert not [p for p in report["packages"] if "tensorflow" in p.lower()]
+
+
+# --- run.py --self-check: the device's own proof, under both device interpreters --------------------
+
+INTERPRETER_NAMES = ("ai-edge-litert", "tflite-runtime")
+
+
+@pytest.fixture(scope="session")
+def interpreter_venvs(bundles) -> dict[str, Path]:
+    """TensorFlow-free venvs with each device interpreter (x86 wheels), cached like --check's."""
+    from edgecompress.deploy.emulated import interpreter_requirements
+    from edgecompress.deploy.venv import ensure_venv
+
+    requirements = (bundles[("classification", "int8")] / "requirements.txt").read_text()
+    return {name: ensure_venv(interpreter_requirements(requirements, name))[0] for name in INTERPRETER_NAMES}
+
+
+def _self_check(venv: Path, bundle: Path, *extra: str) -> tuple[int, dict | str]:
+    result = subprocess.run([str(python_of(venv)), str(bundle / "run.py"), "--self-check", *extra],
+                            capture_output=True, text=True, env=clean_env(), cwd=bundle.parent, check=False)
+    if "--json" in extra:
+        return result.returncode, json.loads(result.stdout.strip().splitlines()[-1])
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("interpreter", INTERPRETER_NAMES)
+@pytest.mark.parametrize(("task", "mode"), [("classification", "int8"), ("keypoints", "int8"), ("segmentation", "float")])
+def test_self_check_passes_on_the_real_bundle(interpreter_venvs, bundles, interpreter, task, mode):
+    code, verdict = _self_check(interpreter_venvs[interpreter], bundles[(task, mode)], "--json")
+    assert code == 0, verdict
+    assert verdict["self_check"] == "passed" and verdict["problems"] == []
+    assert verdict["runtime"].startswith(interpreter.replace("-", "_"))
+    assert verdict["samples"] == 4 and verdict["note"] is None  # the manifest was there and verified
+    reference, default = verdict["comparisons"]
+    assert reference["what"] == "reference kernels" and reference["passed"]
+    if mode == "int8":
+        # Reference kernels: the same integers in both packages. Default kernels: identical only in the
+        # build the toolkit measured with; tflite-runtime's own int8 kernels differ and are not judged.
+        assert reference["identical"] and verdict["identical"]
+        if interpreter == "ai-edge-litert":
+            assert default["identical"] and verdict["summary"] == "identical (int8)"
+        else:
+            assert verdict["summary"].startswith("reference kernels: identical (int8); default kernels: ")
+            assert "not judged" in verdict["summary"]
+    else:
+        assert verdict["allowed"] > 0 and verdict["max_abs_diff"] <= verdict["allowed"]
+
+
+@pytest.mark.parametrize("interpreter", INTERPRETER_NAMES)
+def test_self_check_fails_on_a_swapped_model(interpreter_venvs, bundles, tflite_models, workdir, interpreter):
+    import hashlib
+    import shutil
+
+    venv = interpreter_venvs[interpreter]
+    code, text = _self_check(venv, bundles[("classification", "int8")])
+    assert code == 0 and "self-check passed: " in text and "on 4 reference inputs" in text
+    broken = workdir / f"swapped-{interpreter}"
+    shutil.copytree(bundles[("classification", "int8")], broken)
+    shutil.copyfile(tflite_models[("classification", "float")], broken / "model.tflite")
+    code, verdict = _self_check(venv, broken, "--json")
+    assert code == 1 and verdict["problems"] == ["model.tflite changed since the bundle was built (sha256 differs)"]
+
+    # Checksums rewritten to match the swapped file: the outputs themselves must give it away.
+    meta = json.loads((broken / "model.tflite.json").read_text())
+    meta["deploy"]["model_sha256"] = hashlib.sha256((broken / "model.tflite").read_bytes()).hexdigest()
+    (broken / "model.tflite.json").write_text(json.dumps(meta))
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["files"] = {name: hashlib.sha256((broken / name).read_bytes()).hexdigest() for name in manifest["files"]}
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    code, verdict = _self_check(venv, broken, "--json")
+    assert code == 1 and verdict["self_check"] == "failed"
+    assert verdict["problems"][0].startswith("reference kernels: largest difference")
+    assert "identical (int8)" in verdict["problems"][0]
+    code, text = _self_check(venv, broken)
+    assert code == 1 and "self-check FAILED" in text and "Traceback" not in text
+
+
+def test_self_check_names_a_missing_file(interpreter_venvs, bundles, workdir):
+    import shutil
+
+    broken = workdir / "missing-reference"
+    shutil.copytree(bundles[("segmentation", "int8")], broken)
+    (broken / "reference" / "outputs.npz").unlink()
+    code, verdict = _self_check(interpreter_venvs["ai-edge-litert"], broken, "--json")
+    assert code == 1 and verdict["problems"] == ["reference/outputs.npz is missing"]
+
+
+def test_reference_files_and_android_test_in_bundles(bundles):
+    bundle = bundles[("keypoints", "int8")]  # the Android bundle
+    meta = json.loads((bundle / "model.tflite.json").read_text())
+    spec = meta["deploy"]["self_check"]
+    assert spec["integer"] and spec["max_abs_diff"] == 0.0 and spec["samples"] == 4
+    assert spec["measured_with"] == "ai_edge_litert 2.3.0" and spec["measured_on"] == "x86_64"
+    assert spec["outputs_reference_kernels"] == "reference/outputs_reference_kernels.npz"
+    assert (bundle / spec["outputs_reference_kernels"]).is_file()
+    raw = np.load(bundle / spec["inputs"])
+    assert raw.dtype == np.uint8 and raw.shape == (4, *meta["deploy"]["input"]["shape"][1:])
+    model_inputs = np.load(bundle / "reference" / "model_inputs.npy")
+    np.testing.assert_array_equal(model_inputs, Preprocessing.from_dict(meta["preprocessing"]).apply(raw, 64, 64, 3))
+    kotlin = (bundle / "android" / "SelfCheckTest.kt").read_text()
+    assert "reference/model_inputs.npy" in kotlin and "reference/outputs.npz" in kotlin and "@Test" in kotlin
+    assert not (bundles[("classification", "int8")] / "android").exists()  # rpi bundles do not get it
+
+
+# --- --arch aarch64: the bundle in an emulated Raspberry Pi userland --------------------------------
+
+
+@pytest.mark.arm64
+def test_int8_bundle_is_bit_exact_on_an_emulated_pi4(bundles):
+    """ResNet-18 int8 under qemu-user as a Pi 4 (Cortex-A72), both interpreters, aarch64 wheels (pi5: benchmarks/arm64.py).
+
+    The arm64 root filesystem is built on first use (about 5 minutes) and cached under
+    ~/.cache/edgecompress/arm64; later runs reuse it and its venvs."""
+    from edgecompress.deploy import arm64
+
+    if arm64.missing_tools() or os.geteuid() != 0:
+        pytest.skip(f"emulated aarch64 needs root and {', '.join(arm64.missing_tools()) or 'qemu'}: {arm64.INSTALL_HINT}")
+    bundle = bundles[("classification", "int8")]
+    result = CliRunner().invoke(cli, ["deploy", "--check", str(bundle), "--arch", "aarch64", "--cpu", "pi4",
+                                      "--runs", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["emulated"] and report["machine"] == "aarch64" and report["qemu_cpu"] == "cortex-a72"
+    assert [r["interpreter"] for r in report["interpreters"]] == ["ai-edge-litert", "tflite-runtime"]
+    litert, tflite_runtime = report["interpreters"]
+    # ai-edge-litert: bit-exact against its x86 build, the toolkit's session and the reference kernels.
+    assert len(litert["agreements"]) == 3 and all(a["exact"] and a["judged"] for a in litert["agreements"])
+    # Its self-check judges the reference kernels; default kernels only on the measured build and machine.
+    assert litert["self_check"]["comparisons"][0]["what"] == "reference kernels"
+    assert litert["self_check"]["comparisons"][0]["identical"]
+    # tflite-runtime: bit-exact through the reference kernels; its own int8 kernels are reported only.
+    judged = [a for a in tflite_runtime["agreements"] if a["judged"]]
+    assert [a["reference"] for a in judged] == ["ai-edge-litert x86_64, reference kernels"] and judged[0]["exact"]
+    assert tflite_runtime["self_check"]["summary"].startswith("reference kernels: identical (int8)")
+    for run in report["interpreters"]:
+        assert run["self_check"]["self_check"] == "passed"
+        assert run["bench_emulated"]["emulated"] is True and "not device time" in run["bench_emulated"]["machine"]
+        pinned = {"ai-edge-litert": "ai-edge-litert==2.3.0", "tflite-runtime": "tflite_runtime==2.14.0"}[run["interpreter"]]
+        assert pinned.replace("_", "-").lower() in [p.replace("_", "-").lower() for p in run["packages"]]
+    text = CliRunner().invoke(cli, ["deploy", "--check", str(bundle), "--arch", "aarch64", "--cpu", "pi4", "--runs", "3"])
+    assert text.exit_code == 0, text.output
+    assert text.output.count("emulated (") == 2 and "identical (int8)" in text.output

@@ -110,7 +110,7 @@ def test_savedmodel_directory_quantizes(tmp_path, tiny_classifier):
     saved = tmp_path / "saved_model"
     load_keras(tiny_classifier).model.save(saved, save_format="tf")
     report = api.quantize(saved, tmp_path / "sm.tflite")
-    assert report.output.path.exists() and report.details["check"]["passed"]
+    assert report.output.path.exists() and report.report.check.passed
 
 
 def test_h5_from_an_older_keras_2_release_loads(tmp_path, tiny_classifier):

@@ -96,20 +96,15 @@ def test_validation_error_is_one_cli_line(tmp_path):
 
 
 def test_shipped_recipes_validate():
-    from edgecompress.compress.passes import PASSES
     from edgecompress.models.zoo import ZOO
 
     quick = load_recipe(ROOT / "recipes" / "quick.yaml")
     assert len({ZOO.get(m.zoo).family for m in quick.models}) >= 3
     assert len({v.name for v in quick.variants}) >= 4 and len(quick.targets.runtimes) >= 2
     assert all(m.train is not None for m in quick.models)  # metrics of trained models only
-    seed = ROOT / "recipes" / "seed-table.yaml"
-    if "qat" in PASSES:
-        recipe = load_recipe(seed)
-        assert {m.params["input_size"] for m in recipe.models} == {224, 299}
-    else:  # QAT is another issue's pass: the recipe must say so, not fake it
-        with pytest.raises(UsageError, match=r"pass 'qat' is not registered"):
-            load_recipe(seed)
+    seed = load_recipe(ROOT / "recipes" / "seed-table.yaml")
+    assert {m.latency_at for m in seed.models} == {224, 299}  # the published sizes, for latency
+    assert [v.passes[-1].name for v in seed.variants] == ["export", "quantize", "qat"]
     passes = load_passes()
     assert "export" in passes and "quantize" in passes
 
@@ -121,7 +116,15 @@ def test_shipped_recipes_validate():
 def finetune_pass():
     """A training pass registered like prune/QAT will be: the runner must hand it train data and epochs."""
     from edgecompress.artifacts import ModelFormat
-    from edgecompress.compress.passes import PASSES, Pass, PassResult, load_source, output_metadata
+    from edgecompress.compress.passes import (
+        PASSES,
+        Pass,
+        PassReport,
+        PassResult,
+        Role,
+        load_source,
+        output_metadata,
+    )
 
     seen = []
 
@@ -129,27 +132,29 @@ def finetune_pass():
         name = "test_finetune"
         accepts = (ModelFormat.KERAS_H5,)
         produces = ModelFormat.KERAS_H5
-        needs_training = True
 
-        def __init__(self, lr: float = 1e-3) -> None:
-            self.lr = lr
+        def __init__(self, lr: float = 1e-3, epochs: int = 5) -> None:
+            self.lr, self.epochs = lr, epochs
+
+        def needs(self):
+            return frozenset({Role.TRAIN})
 
         def params(self):
-            return {"lr": self.lr}
+            return {"lr": self.lr, "epochs": self.epochs}
 
         def apply(self, artifact, context):
             from edgecompress.artifacts import Artifact
             from edgecompress.models.train import save_model
 
-            seen.append((len(context.train), context.train.input_shape, context.epochs))
+            seen.append((len(context.train), context.train.input_shape, self.epochs))
             source = load_source(artifact, context)
             metadata = output_metadata(artifact, source, context, self.name, self.params())
             save_model(source.model, context.output, metadata)
-            return PassResult(Artifact.open(context.output), {"pass": self.name})
+            return PassResult(Artifact.open(context.output), PassReport(pass_name=self.name, params={}, seconds=0.0))
 
     PASSES.add(FineTune.name, FineTune)
     yield seen
-    PASSES._items.pop(FineTune.name)
+    PASSES.remove(FineTune.name)
 
 
 def test_training_pass_receives_train_data_and_zoo_model_is_cached(tmp_path, finetune_pass):
@@ -164,14 +169,14 @@ def test_training_pass_receives_train_data_and_zoo_model_is_cached(tmp_path, fin
     fake = tmp_path / "file.h5"
     fake.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
     with_file = {**recipe, "models": [{"name": "mine", "file": str(fake)}]}
-    with pytest.raises(UsageError, match=r"pass 'test_finetune\(lr=0.01\)' needs train data, and model 'mine' has none"):
+    with pytest.raises(UsageError, match=r"pass 'test_finetune\(lr=0.01, epochs=2\)' needs train data, and model 'mine' has none"):
         load_recipe(write_recipe(tmp_path, with_file))
     recipe["data"]["train"] = {"spec": "digits", "samples": 64}
     plan = load_recipe(write_recipe(tmp_path, recipe))
     first = run_pipeline(plan, progress=False)
     assert finetune_pass == [(64, (32, 32, 3), 2)]
     assert [(s.stage, s.status) for s in first.stages] == [
-        ("build(mobilenet_v2)", "done"), ("test_finetune(lr=0.01)", "done"), ("bench(keras, cpu, threads=default)", "done")
+        ("build(mobilenet_v2)", "done"), ("test_finetune(lr=0.01, epochs=2)", "done"), ("bench(keras, cpu, threads=default)", "done")
     ]  # fmt: skip
     [record] = first.records
     # Random weights: size and latency, but no metric that would pretend to mean something.

@@ -49,17 +49,18 @@ def test_unstructured_sparsity_within_one_percent(tiny_classifier, digits_small,
     zeros = sum(int(np.count_nonzero(k == 0)) for k in kernels.values())
     total = sum(k.size for k in kernels.values())
     assert abs(zeros / total - 0.5) <= 0.01  # measured independently of the pass, on the saved file
-    assert report.details["measured_sparsity"] == pytest.approx(zeros / total)
-    assert all(abs(row["sparsity"] - 0.5) <= 0.01 for row in report.details["layers"])
-    assert all("DepthwiseConv2D" in why for why in report.details["left_dense"].values())
+    magnitude = report.report.magnitude
+    assert magnitude.measured_sparsity == pytest.approx(zeros / total)
+    assert all(abs(row.sparsity - 0.5) <= 0.01 for row in magnitude.layers)
+    assert all("DepthwiseConv2D" in why for why in magnitude.left_dense.values())
     metadata = read_sidecar(report.output.path)
     assert metadata.lineage[-1].step == "prune" and metadata.lineage[-1].params["sparsity"] == 0.5
     assert metadata.task == "classification" and metadata.preprocessing is not None
-    assert set(report.evaluation) == {"source", "output"}
-    tflite = report.details["tflite"]
+    assert report.evaluation.source.runtime == report.evaluation.output.runtime == "keras"
+    tflite = report.report.tflite
     # the sparse-encoded float TFLite is smaller than the dense source, and more so once gzipped
-    assert tflite["output_sparse"]["size_bytes"] < 0.85 * tflite["source"]["size_bytes"]
-    assert tflite["output_sparse"]["gzip_bytes"] < 0.75 * tflite["source"]["gzip_bytes"]
+    assert tflite["output_sparse"].size_bytes < 0.85 * tflite["source"].size_bytes
+    assert tflite["output_sparse"].gzip_bytes < 0.75 * tflite["source"].gzip_bytes
 
 
 def test_polynomial_schedule_reaches_the_target_within_training():
@@ -80,8 +81,8 @@ def test_two_four_pattern_is_exact(tiny_classifier, digits_small, out):
     train, held = digits_small
     report = api.prune(tiny_classifier, out / "24.h5", train, structure="2:4", epochs=1, eval=held, measure=False,
                        progress=False)  # fmt: skip
-    assert report.details["two_four_exact"]
-    pruned = report.details["layers"]
+    assert report.report.magnitude.two_four_exact
+    pruned = report.details["magnitude"]["layers"]
     assert pruned
     kernels = _kernels(report.output.path)
     for row in pruned:
@@ -91,7 +92,7 @@ def test_two_four_pattern_is_exact(tiny_classifier, digits_small, out):
         blocks = rows.reshape(rows.shape[0], -1, 4)
         assert np.all(np.count_nonzero(blocks, axis=-1) <= 2), row["layer"]
         assert row["sparsity"] >= 0.5
-    assert "Conv1" in report.details["left_dense"]  # 3 input channels: no group of 4
+    assert "Conv1" in report.report.magnitude.left_dense  # 3 input channels: no group of 4
 
 
 def test_prune_config_is_validated():
@@ -237,14 +238,14 @@ def test_channel_pruning_pass_reports_params_macs_latency(tiny_classifier, digit
     train, held = digits_small
     report = api.prune(tiny_classifier, out / "channels.h5", train, sparsity=0.3, structure="channels", epochs=1,
                        lr=1e-3, eval=held, progress=False)  # fmt: skip
-    details = report.details
-    assert details["params_after"] <= 0.75 * details["params_before"]
-    assert load_keras(report.output.path).model.count_params() == details["params_after"]
-    tflite = details["tflite"]
-    assert tflite["output"]["macs"] < tflite["source"]["macs"]
-    assert tflite["output"]["size_bytes"] < tflite["source"]["size_bytes"]
-    assert tflite["output"]["latency_ms_p50"] > 0 and tflite["source"]["latency_ms_p50"] > 0
-    assert "evaluation_before_finetune" in details and set(report.evaluation) == {"source", "output"}
+    channels = report.report.channels
+    assert channels.params_after <= 0.75 * channels.params_before
+    assert load_keras(report.output.path).model.count_params() == channels.params_after
+    tflite = report.report.tflite
+    assert tflite["output"].macs < tflite["source"].macs
+    assert tflite["output"].size_bytes < tflite["source"].size_bytes
+    assert tflite["output"].latency_ms_p50 > 0 and tflite["source"].latency_ms_p50 > 0
+    assert channels.before_finetune["samples"] == report.evaluation.samples
     assert Artifact.open(report.output.path).metadata.lineage[-1].params["structure"] == "channels"
 
 
@@ -256,8 +257,8 @@ def test_prune_cli_channels_json(tiny_classifier, digits_npz, out):
                                       "channels", "--sparsity", "0.3", "--epochs", "0", "-o", str(target), "--json",
                                       "--no-tflite"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
-    assert data["params_after"] < data["params_before"] and target.exists()
+    channels = json.loads(result.output)["report"]["channels"]
+    assert channels["params_after"] < channels["params_before"] and target.exists()
     again = CliRunner().invoke(cli, ["prune", str(tiny_classifier), "--data", "digits", "-o", str(target)])
     assert again.exit_code == 2 and "already exists" in again.output
 
@@ -280,9 +281,9 @@ def test_clustering_leaves_at_most_k_values(tiny_classifier, digits_small, out):
     train, held = digits_small
     report = api.cluster(tiny_classifier, out / "clustered.h5", train, clusters=8, epochs=1, eval=held, measure=False,
                          progress=False)  # fmt: skip
-    assert report.details["max_unique"] <= 8
+    assert report.report.max_unique <= 8
     kernels = _kernels(report.output.path)
-    clustered = report.details["layers"]
+    clustered = report.report.layers
     assert clustered and all(np.unique(kernels[name]).size <= 8 for name in clustered)
-    assert set(report.evaluation) == {"source", "output"}
+    assert report.evaluation.metric == "top1" and report.evaluation.samples == len(held)
     assert read_sidecar(report.output.path).lineage[-1].step == "cluster"

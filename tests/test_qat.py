@@ -222,15 +222,15 @@ def test_cli_compares_float_ptq_and_qat(tiny_classifier, tmp_path):
     result = CliRunner().invoke(cli, ["qat", str(tiny_classifier), "--data", "digits", "--epochs", "1",
                                       "--calib-samples", "64", "-o", str(out), "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output[result.output.index("{"):])
-    comparison = report["comparison"]
-    assert comparison["data"].startswith("digits:test")
-    assert set(comparison["scores"]) == {"float", "ptq_int8", "qat_int8"}
-    assert comparison["runtimes"] == {"float": "keras", "ptq_int8": "litert", "qat_int8": "litert"}
-    for scores in comparison["scores"].values():
-        assert scores["samples"] == 360
+    run = json.loads(result.output[result.output.index("{"):])
+    evaluation, ptq = run["evaluation"], run["report"]["ptq_int8"]
+    assert evaluation["data"].startswith("digits:test")
+    assert (evaluation["source"]["runtime"], ptq["runtime"], evaluation["output"]["runtime"]) == ("keras", "litert", "litert")
+    scores = {"float": evaluation["source"]["metrics"], "ptq_int8": ptq["metrics"], "qat_int8": evaluation["output"]["metrics"]}
+    for metrics in scores.values():
+        assert metrics["samples"] == 360
     # a briefly trained 32 px model: QAT int8 must stay near float (a broken conversion lands near 10 %)
-    assert comparison["scores"]["qat_int8"]["top1"] > comparison["scores"]["float"]["top1"] - 0.1
+    assert scores["qat_int8"]["top1"] > scores["float"]["top1"] - 0.1
     assert Artifact.open(out).metadata.lineage[-1].params["epochs"] == 1
 
 
@@ -328,3 +328,15 @@ def test_preserve_clusters_keeps_a_clustered_model_clustered(workdir, tmp_path):
     # without preservation the same training spreads the weights out again
     _, plain = _qat(clustered.output.path, tmp_path / "plain.tflite", "digits", 32, preserve="none", lr=1e-3)
     assert max_unique_per_output_channel(plain) > clusters
+
+
+def test_preserve_clusters_quantizes_layers_the_scheme_has_no_rule_for(workdir, tmp_path):
+    """TFMOT's cluster-preserving scheme knows no Conv2DTranspose: such a layer is quantized the default
+    way (and said so), instead of the whole U-Net being refused."""
+    model, metadata = build("unet", input_size=32, alpha=0.25, depth=2)
+    source = save_model(model, workdir / "unet_cqat.h5", metadata)
+    clustered = api.cluster(source, tmp_path / "unet.clustered.h5", "synthetic-shapes", clusters=8, epochs=0,
+                            measure=False, progress=False)  # fmt: skip
+    report, _ = _qat(clustered.output.path, tmp_path / "unet.cqat.tflite", "synthetic-shapes", 32, preserve="clusters")
+    defaults = {name: c for name, c in report.details["our_configs"].items() if c["config"].startswith("default 8-bit")}
+    assert defaults and all(c["layer"] == "Conv2DTranspose" for c in defaults.values())

@@ -34,10 +34,11 @@ def test_tflite_modes(workdir, tiny_classifier, float_tflite, source_hash, mode)
     assert sha256_of(tiny_classifier) == source_hash, "the input file must never change"
     step = output.metadata.lineage[-1]
     assert step.step == "quantize" and step.params["mode"] == mode and step.source_sha256 == source_hash
-    assert report.details["check"]["passed"]
+    assert report.report.check.passed
     ratio = float_tflite.stat().st_size / output.path.stat().st_size
     assert ratio > {"dynamic": 2.3, "float16": 1.9, "int8": 2.3, "int16x8": 2.0}[mode]
-    source, quantized = report.evaluation["source"], report.evaluation["output"]
+    source, quantized = report.evaluation.source.metrics, report.evaluation.output.metrics
+    assert report.evaluation.output.runtime == "litert"
     assert source["top1"] > 0.5, "the fixture model should have learned something"
     assert abs(quantized["top1"] - source["top1"]) <= 0.03
 
@@ -92,15 +93,15 @@ def test_onnx_modes(workdir, tiny_classifier, mode):
     assert ops[expected_op[mode]] > 0, ops
     if mode == "float16":
         assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
-    source, quantized = report.evaluation["source"], report.evaluation["output"]
+    source, quantized = report.evaluation.source.metrics, report.evaluation.output.metrics
     assert abs(quantized["top1"] - source["top1"]) <= 0.03
 
 
 def test_mode_defaults_and_reason(workdir, tiny_classifier):
     report = api.quantize(tiny_classifier, workdir / "default.tflite")
-    assert report.details["mode"] == "dynamic" and "no calibration data" in report.mode_reason
+    assert report.report.params["mode"] == "dynamic" and "no calibration data" in report.notes[0]
     report = api.quantize(tiny_classifier, workdir / "default8.tflite", calib="digits", calib_samples=20)
-    assert report.details["mode"] == "int8" and report.details["calibration"]["samples"] == 20
+    assert report.report.params["mode"] == "int8" and report.report.calibration.samples == 20
 
 
 def test_int8_without_calibration_is_refused(out, tiny_classifier):

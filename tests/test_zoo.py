@@ -69,9 +69,9 @@ def test_zoo_variant_runs_and_scores(trained: Trained, mode: str, fmt: str):
     else:
         calib = trained.train.take(CALIB_SAMPLES) if mode == "int8" else None
         report = api.quantize(trained.path, target, mode=mode, format=fmt, calib=calib, eval=trained.test)
-    assert report.details["check"]["passed"]
+    assert report.report.check.passed
     primary = TASKS.get(task).primary_metric
-    source, output = report.evaluation["source"], report.evaluation["output"]
+    source, output = report.evaluation.source.metrics, report.evaluation.output.metrics
     assert output["samples"] == EVAL_SAMPLES and set(output) == set(source)
     assert 0.0 <= output[primary] <= 1.0
     if mode == "float":

@@ -368,10 +368,12 @@ def _check_values(data: ImageSet) -> None:
         raise DataError(f"{data.source} has dtype {images.dtype}", "use uint8 images or float32 model inputs")
     if images.dtype.kind == "f" and not np.all(np.isfinite(images)):
         raise DataError(f"{data.source} contains NaN or infinite values", "clean the data before calibrating")
-    if images.ndim < 3:
+    # Samples of any rank (a (640,) vector is (N, 640)); ModelInputs.build checks them against the model.
+    if images.ndim < 2:
         raise DataError(
-            f"{data.source} has shape {images.shape}; expected (N, height, width[, channels])",
-            "store one image per row of the first axis",
+            f"{data.source} has shape {images.shape}; expected (N, height, width[, channels]) images "
+            "or (N, *input shape) float arrays",
+            "store one sample per row of the first axis",
         )
     given = [kind for kind in TARGET_KINDS if getattr(data, kind) is not None]
     if len(given) > 1:
@@ -410,36 +412,78 @@ def _check_values(data: ImageSet) -> None:
             raise DataError(f"keypoint visibility in {data.source} is not 0 or 1", "store 1 for labelled keypoints, else 0")
 
 
+#: channel counts an image input may have; anything else is an input of its own kind (audio, vectors…)
+IMAGE_CHANNELS = (1, 3)
+LAYOUTS = ("NHWC", "NCHW")
+
+
+def image_hwc(input_shape: tuple[int, ...], layout: str = "NHWC") -> tuple[int, int, int] | None:
+    """(height, width, channels) of an image-shaped input in ``layout``, else None.
+
+    Only these inputs are resized and get pixel preprocessing; every other input (a (28, 28) MLP,
+    (49, 10, 1) audio features with 1 channel count as an image too, a (640,) vector) takes float
+    arrays of its own shape. Unknown sizes are -1.
+    """
+    if len(input_shape) != 3:
+        return None
+    if layout == "NCHW":
+        c, h, w = input_shape
+    else:
+        h, w, c = input_shape
+    return (h, w, c) if c in IMAGE_CHANNELS else None
+
+
+def _fits(sample: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    return len(sample) == len(shape) and all(d <= 0 or d == s for s, d in zip(sample, shape, strict=True))
+
+
 @dataclass(frozen=True)
 class ModelInputs:
-    """An ImageSet turned into model inputs: one object for the TFLite converter, ONNX Runtime and us."""
+    """An ImageSet turned into model inputs: one object for the TFLite converter, ONNX Runtime and us.
+
+    ``input_shape`` is the model's, without the batch axis (-1 where it is unknown), in ``layout``:
+    raw images are preprocessed channels-last and transposed for an NCHW model.
+    """
 
     data: ImageSet
     input_shape: tuple[int, ...]
     preprocessing: Preprocessing
+    layout: str = "NHWC"
 
     @classmethod
-    def build(cls, data: ImageSet, input_shape: tuple[int | None, ...], preprocessing: Preprocessing) -> ModelInputs:
-        shape = tuple(int(d) for d in input_shape if d is not None)
-        if len(shape) != 3:
-            raise DataError(
-                f"the model input {tuple(input_shape)} is not an image (height, width, channels)",
-                "pass float arrays of the model's input shape in a .npy/.npz",
-            )
-        sample = data.images.shape[1:]
-        if data.preprocessed and tuple(sample) != shape:
-            raise DataError(
-                f"{data.source} has float samples of shape {tuple(sample)} but the model takes {shape}",
-                "pass raw uint8 images (they are resized) or float arrays of exactly the model's input shape",
-            )
-        if not data.preprocessed:
-            channels = sample[-1] if len(sample) == 3 else 1
-            if channels not in (1, 3, 4) or shape[-1] not in (1, 3):
+    def build(
+        cls, data: ImageSet, input_shape: tuple[int | None, ...], preprocessing: Preprocessing, layout: str = "NHWC"
+    ) -> ModelInputs:
+        shape = tuple(-1 if d is None else int(d) for d in input_shape)
+        layout = str(layout).upper()
+        if layout not in LAYOUTS:
+            raise DataError(f"unknown input layout '{layout}'", f"choose one of: {', '.join(LAYOUTS)}")
+        sample = tuple(int(d) for d in data.images.shape[1:])
+        if data.preprocessed:
+            if not _fits(sample, shape):
                 raise DataError(
-                    f"{data.source} has images of shape {tuple(sample)} that cannot feed a model input {shape}",
-                    "pass grey or RGB images, or float arrays of the model's input shape",
+                    f"{data.source} has float samples of shape {sample} but the model takes {shape}",
+                    "pass float arrays of exactly the model's input shape"
+                    + (" (or raw uint8 images, which are resized)" if image_hwc(shape, layout) else ""),
                 )
-        return cls(data, shape, preprocessing)
+            return cls(data, shape, preprocessing, layout)
+        image = image_hwc(shape, layout)
+        if image is None:
+            if not _fits(sample, shape):
+                raise DataError(
+                    f"the model input {shape} is not an image, and {data.source} holds integer samples of shape "
+                    f"{sample}",
+                    "pass float arrays of the model's input shape in a .npy/.npz (integers of exactly that shape "
+                    "are scaled by --scale/--offset)",
+                )
+            return cls(data, shape, preprocessing, layout)
+        channels = sample[-1] if len(sample) == 3 else 1
+        if len(sample) not in (2, 3) or channels not in (1, 3, 4):
+            raise DataError(
+                f"{data.source} has images of shape {sample} that cannot feed a model input {shape} ({layout})",
+                "pass grey or RGB images, or float arrays of the model's input shape",
+            )
+        return cls(data, shape, preprocessing, layout)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -456,8 +500,14 @@ class ModelInputs:
     def transform(self, chunk: np.ndarray) -> np.ndarray:
         if self.data.preprocessed:
             return np.ascontiguousarray(chunk, dtype=np.float32)
-        h, w, c = self.input_shape
-        return self.preprocessing.apply(chunk, h, w, c)
+        image = image_hwc(self.input_shape, self.layout)
+        if image is None:
+            return elementwise(self.preprocessing, chunk)
+        h, w, c = image
+        # A size the model leaves open (-1) takes the images' own.
+        h, w = (chunk.shape[1] if h <= 0 else h), (chunk.shape[2] if w <= 0 else w)
+        x = self.preprocessing.apply(chunk, h, w, c)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if self.layout == "NCHW" else x
 
     def array(self) -> np.ndarray:
         return np.concatenate(list(self.batches(256)), axis=0)
@@ -469,10 +519,10 @@ class ModelInputs:
         """
 
         def generate():
-            from tqdm import tqdm
+            from edgecompress._progress import progress_bar
 
-            with tqdm(total=len(self), desc="calibrating", unit="sample", leave=False, file=progress_file,
-                      disable=progress_file is None) as bar:
+            with progress_bar(total=len(self), desc="calibrating", unit="sample", file=progress_file,
+                              disable=progress_file is None) as bar:
                 for batch in self.batches(32):
                     for sample in batch:
                         yield [sample[None]]
@@ -481,8 +531,27 @@ class ModelInputs:
         return generate
 
 
-def random_inputs(input_shape: tuple[int, ...], preprocessing: Preprocessing, count: int, seed: int = 0) -> np.ndarray:
-    """Random raw pixels pushed through the preprocessing: for export checks, never for calibration ranges."""
-    h, w, c = input_shape
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(count, h, w, c)).astype(np.uint8)
-    return preprocessing.apply(pixels, h, w, c)
+def elementwise(preprocessing: Preprocessing, values: np.ndarray) -> np.ndarray:
+    """Integer samples of a non-image input: only the scale, offset and (scalar) mean/std apply."""
+    mean = np.float32(preprocessing.mean[0]) if len(preprocessing.mean) == 1 else None
+    std = np.float32(preprocessing.std[0]) if len(preprocessing.std) == 1 else None
+    if mean is None or std is None:
+        raise DataError("per-channel --mean/--std apply to image inputs only", "pass one --mean and one --std value")
+    x = np.asarray(values, dtype=np.float32) * np.float32(preprocessing.scale) + np.float32(preprocessing.offset)
+    return ((x - mean) / std).astype(np.float32)
+
+
+def random_inputs(
+    input_shape: tuple[int, ...], preprocessing: Preprocessing, count: int, seed: int = 0, layout: str = "NHWC"
+) -> np.ndarray:
+    """Inputs for export checks, never for calibration ranges: random raw pixels pushed through the
+    preprocessing for an image input, standard-normal values for any other."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(1 if d is None or d <= 0 else int(d) for d in input_shape)
+    image = image_hwc(shape, layout)
+    if image is None:
+        return rng.standard_normal((count, *shape)).astype(np.float32)
+    h, w, c = image
+    pixels = rng.integers(0, 256, size=(count, h, w, c)).astype(np.uint8)
+    x = preprocessing.apply(pixels, h, w, c)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if layout == "NCHW" else x

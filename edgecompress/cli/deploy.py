@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from edgecompress.cli.options import input_options, input_overrides
+
 
 @click.command()
 @click.argument("model", required=False, type=click.Path(path_type=Path))
@@ -18,9 +20,15 @@ import click
 @click.option("--check", "check_dir", type=click.Path(path_type=Path), help="Check an existing bundle DIR instead of building one.")
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True, help="Threads for --check (run.py and bench.py).")
 @click.option("--runs", type=click.IntRange(1), default=50, show_default=True, help="Timed runs of bench.py in --check.")
-@click.option("--cache-dir", type=click.Path(path_type=Path), help="Where --check keeps its venvs (default ~/.cache/edgecompress).")
+@click.option("--cache-dir", type=click.Path(path_type=Path),
+              help="Where --check keeps its venvs and the arm64 root filesystem (default ~/.cache/edgecompress).")
+@click.option("--arch", type=click.Choice(["native", "aarch64"]), default="native", show_default=True,
+              help="With --check: run the bundle natively, or in an emulated Raspberry Pi userland (qemu-user, root).")
+@click.option("--cpu", type=click.Choice(["pi4", "pi5"]), default="pi4", show_default=True,
+              help="With --arch aarch64: the Pi whose core (Cortex-A72 / A76) qemu emulates.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def deploy(model, target, output, archive, force, check_dir, threads, runs, cache_dir, as_json):
+@input_options
+def deploy(model, target, output, archive, force, check_dir, threads, runs, cache_dir, arch, cpu, as_json):
     """Write a self-contained bundle for a device (model, metadata, run.py, bench.py, README),
     or with --check DIR, run a bundle in a fresh venv without TensorFlow and compare its outputs."""
     from edgecompress.errors import UsageError
@@ -28,8 +36,15 @@ def deploy(model, target, output, archive, force, check_dir, threads, runs, cach
     if check_dir is not None:
         if model is not None or target or output:
             raise UsageError("--check takes only a bundle directory", "use: compress deploy --check DIR")
+        if arch == "aarch64":
+            from edgecompress.cli.deploy_arm64 import check_arm64
+
+            check_arm64(check_dir, cpu, threads, runs, cache_dir, as_json)
+            return
         _check(check_dir, threads, runs, cache_dir, as_json)
         return
+    if arch != "native" or cpu != "pi4":
+        raise UsageError("--arch and --cpu apply to --check", "use: compress deploy --check DIR --arch aarch64 --cpu pi5")
     if model is None:
         raise UsageError("no model given", "use: compress deploy MODEL.tflite --target rpi|android|linux -o DIR")
     if not target:
@@ -38,7 +53,7 @@ def deploy(model, target, output, archive, force, check_dir, threads, runs, cach
         raise UsageError("no output directory given", "pass -o DIR")
     from edgecompress.deploy import build_bundle
 
-    report = build_bundle(model, target, output, archive=archive, force=force)
+    report = build_bundle(model, target, output, archive=archive, force=force, preprocessing=input_overrides())
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

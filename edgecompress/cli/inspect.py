@@ -51,7 +51,7 @@ def inspect(model, calib, calib_samples, eval_data, fmt, calibration, percentile
     for path in plots:
         write_plot(dicts, path)
     if html_path is not None:
-        from edgecompress.reports.html import render_inspect_page
+        from edgecompress.reports.inspect import render_inspect_page
 
         write_text_atomic(html_path, render_inspect_page(dicts, f"compress inspect: {Path(model).name}"))
     if as_json:

@@ -17,9 +17,9 @@ import click
 from edgecompress._env import configure_environment
 from edgecompress.cli.options import accuracy_options as _accuracy_options
 from edgecompress.cli.options import accuracy_overrides as _accuracy
+from edgecompress.cli.options import input_options, input_overrides, print_run
 from edgecompress.cli.options import overrides as _overrides
 from edgecompress.cli.options import preprocessing_options as _preprocessing_options
-from edgecompress.cli.options import print_for_scripts
 
 configure_environment()
 
@@ -78,7 +78,7 @@ def cli(debug: bool) -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (default: next to MODEL).")
 @click.option("--mode", type=click.Choice(["dynamic", "float16", "int8", "int16x8"]), help="Default: int8 with --calib, else dynamic.")
-@click.option("--format", "fmt", type=click.Choice(["tflite", "onnx"]), default="tflite", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["tflite", "onnx"]), help="Default: onnx for an .onnx MODEL, else tflite.")
 @click.option("--per-tensor", is_flag=True, help="One scale per tensor instead of per output channel.")
 @click.option("--io", type=click.Choice(["float", "int8", "uint8"]), default="float", show_default=True, help="Input/output type of int8 TFLite models.")
 @click.option("--calib", help="Calibration data: image folder, .npy/.npz, or 'digits'.")
@@ -87,11 +87,12 @@ def cli(debug: bool) -> None:
 @_accuracy_options
 @_preprocessing_options
 def quantize(model, output, mode, fmt, per_tensor, io, calib, calib_samples, eval_data, calibration, percentile, keep_float, auto_keep_float, max_drop, equalize, bias_correction, scale, offset, mean, std, color, trust_model, force, as_json, quiet):
-    """Post-training quantization of a Keras MODEL to TFLite or ONNX."""
+    """Post-training quantization of a Keras, float .tflite or float .onnx MODEL to TFLite or ONNX."""
     from edgecompress import api
-    from edgecompress.compress.quantize import choose_mode
+    from edgecompress.compress.quantize import choose_mode, default_format
 
     chosen, _ = choose_mode(mode, calib is not None)
+    fmt = fmt or default_format(api.load(model).format).value
     output = output or _default_output(model, chosen.value, fmt)
     started = time.perf_counter()
     report = api.quantize(
@@ -100,7 +101,7 @@ def quantize(model, output, mode, fmt, per_tensor, io, calib, calib_samples, eva
         trust_model=trust_model, force=force, progress=not (quiet or as_json),
         **_accuracy(calibration, percentile, keep_float, auto_keep_float, max_drop, equalize, bias_correction),
     )
-    _print_report("quantize", report, time.perf_counter() - started, as_json, quiet)
+    print_run("quantize", report, time.perf_counter() - started, as_json, quiet)
 
 
 @cli.command()
@@ -119,61 +120,11 @@ def export(model, output, fmt, eval_data, scale, offset, mean, std, color, trust
         model, output, format=fmt, eval=eval_data, preprocessing=_overrides(scale, offset, mean, std, color),
         trust_model=trust_model, force=force,
     )
-    _print_report("export", report, time.perf_counter() - started, as_json, quiet)
+    print_run("export", report, time.perf_counter() - started, as_json, quiet)
 
 
 def _default_output(model: Path, tag: str, fmt: str) -> Path:
     return Path(model).with_name(f"{Path(model).stem}.{tag}.{fmt}")
-
-
-def _print_report(command: str, report, seconds: float, as_json: bool, quiet: bool) -> None:
-    from edgecompress.reports.tables import human_bytes
-
-    if print_for_scripts(report, seconds, as_json, quiet):
-        return
-    details = report.details
-    lines = [click.style(f"compress {command}: {report.source.path} → {report.output.path}", bold=True)]
-    if "mode" in details:
-        granularity = "per-channel" if details["per_channel"] else "per-tensor"
-        line = f"{details['mode']} ({details['format']}, {granularity}, {details['io']} I/O)"
-        if report.mode_reason:
-            line += f": {report.mode_reason}"
-        lines.append(f"  mode          {line}")
-    else:
-        lines.append(f"  format        float {details['format']}")
-    if details.get("calibration"):
-        lines.append(f"  calibration   {details['calibration']['samples']} samples from {details['calibration']['source']}")
-    pre = report.output.metadata.preprocessing
-    if pre:
-        lines.append(f"  preprocessing {pre.describe()} ({report.preprocessing_origin})")
-    lines.append(
-        f"  size          {human_bytes(report.source.size_bytes)} → {human_bytes(report.output.size_bytes)}"
-        f" ({report.size_ratio:.2f}× smaller)"
-    )
-    check = details["check"]
-    lines.append(
-        f"  export check  max |Δ| {check['max_abs_diff']:.3g}, mean |Δ| {check['mean_abs_diff']:.3g} on "
-        f"{check['samples']} {check['inputs_from']}: ok (tolerance {check['tolerance']:.1%} of output scale)"
-    )
-    for metric_line in _accuracy_lines(report.evaluation):
-        lines.append(f"  accuracy      {metric_line}")
-    from edgecompress.reports.inspect import fix_lines
-
-    lines += fix_lines(details)
-    lines.append(f"  took          {seconds:.1f} s")
-    click.echo("\n".join(lines))
-
-
-def _accuracy_lines(evaluation: dict) -> list[str]:
-    if not evaluation:
-        return []
-    source, output = evaluation["source"], evaluation["output"]
-    samples = int(source.get("samples", 0))
-    out = []
-    for name in (k for k in source if k != "samples"):
-        delta = (output[name] - source[name]) * 100
-        out.append(f"{name} {source[name]:.2%} → {output[name]:.2%} ({delta:+.2f} points, {samples} samples)")
-    return out
 
 
 @cli.command()
@@ -188,6 +139,7 @@ def _accuracy_lines(evaluation: dict) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
 @click.option("--trust-model", is_flag=True, help="Allow code stored in Keras model files.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@input_options
 def bench(models, runtimes, threads, warmup, runs, device, eval_data, csv_path, as_json, trust_model, quiet):
     """Latency, size, memory and accuracy of MODELS on each runtime."""
     from edgecompress import api
@@ -196,7 +148,7 @@ def bench(models, runtimes, threads, warmup, runs, device, eval_data, csv_path, 
 
     records = api.bench(
         models, runtimes=runtimes or None, threads=threads, warmup=warmup, runs=runs, eval=eval_data,
-        device=device, trust_model=trust_model, progress=not (quiet or as_json),
+        device=device, trust_model=trust_model, progress=not (quiet or as_json), preprocessing=input_overrides(),
     )
     if csv_path:
         write_text_atomic(csv_path, to_csv(records))

@@ -6,6 +6,48 @@ import json
 
 import click
 
+_META_KEY = "edgecompress.input_options"
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value):
+    """Keep an input option in the context, so commands take it without a new function parameter."""
+    if value is not None:
+        ctx.meta.setdefault(_META_KEY, {})[param.name] = value
+    return value
+
+
+LAYOUT_OPTION = click.option(
+    "--layout", type=click.Choice(["nhwc", "nchw"], case_sensitive=False), expose_value=False, callback=_remember,
+    help="Input layout of an image model (default: the sidecar's, else read from the model: (3, H, W) ONNX is nchw).",
+)
+
+
+def input_options(func):
+    """Preprocessing of evaluation data for a model without a sidecar (bench, deploy): the same options as
+    `quantize`, read back with :func:`input_overrides`."""
+    options = [
+        click.option("--scale", type=float, expose_value=False, callback=_remember,
+                     help="Pixel scale for a model without a sidecar: x = pixel*scale + offset."),
+        click.option("--offset", type=float, expose_value=False, callback=_remember, help="Added after --scale."),
+        click.option("--mean", type=str, expose_value=False, callback=_remember, help="Per-channel mean, e.g. 0.485,0.456,0.406."),
+        click.option("--std", type=str, expose_value=False, callback=_remember, help="Per-channel std, e.g. 0.229,0.224,0.225."),
+        click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]), expose_value=False, callback=_remember,
+                     help="Channel order the model expects."),
+        LAYOUT_OPTION,
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def input_overrides() -> dict:
+    """The options of :func:`input_options` given on this command line (only those given)."""
+    given = dict(click.get_current_context().meta.get(_META_KEY, {}))
+    layout = given.pop("layout", None)
+    values = {k: v for k, v in overrides(**{k: given.get(k) for k in ("scale", "offset", "mean", "std", "color")}).items()
+              if v is not None}  # fmt: skip
+    return {**values, **({"layout": layout.upper()} if layout else {})}
+
 
 def preprocessing_options(func):
     """Preprocessing, trust, overwrite and output-format options shared by the converting commands."""
@@ -15,6 +57,7 @@ def preprocessing_options(func):
         click.option("--mean", type=str, help="Per-channel mean subtracted after scale/offset, e.g. 0.485,0.456,0.406."),
         click.option("--std", type=str, help="Per-channel std divided after the mean, e.g. 0.229,0.224,0.225."),
         click.option("--color", type=click.Choice(["rgb", "bgr", "gray"]), help="Channel order the model expects."),
+        LAYOUT_OPTION,
         click.option("--trust-model", is_flag=True, help="Allow Lambda layers and other code stored in the model file."),
         click.option("--force", is_flag=True, help="Overwrite the output if it exists."),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
@@ -30,20 +73,25 @@ def overrides(scale, offset, mean, std, color) -> dict:
         return tuple(float(v) for v in text.split(",")) if text else None
 
     try:
-        return {"scale": scale, "offset": offset, "mean": floats(mean), "std": floats(std), "color": color}
+        values = {"scale": scale, "offset": offset, "mean": floats(mean), "std": floats(std), "color": color}
     except ValueError:
         raise click.BadParameter("--mean/--std take comma-separated numbers") from None
+    context = click.get_current_context(silent=True)
+    layout = context.meta.get(_META_KEY, {}).get("layout") if context else None
+    return {**values, "layout": layout.upper()} if layout else values
 
 
-def print_for_scripts(report, seconds: float, as_json: bool, quiet: bool) -> bool:
-    """The --json / -q output every compressing command shares; True when it printed."""
+def print_run(command: str, run, seconds: float, as_json: bool, quiet: bool) -> None:
+    """What every compressing command prints: JSON, the output path (-q), or the rendered report."""
     if as_json:
-        click.echo(json.dumps({**report.to_dict(), "seconds_total": seconds}, indent=2, default=str))
-        return True
+        click.echo(json.dumps({**run.to_dict(), "seconds_total": seconds}, indent=2, default=str))
+        return
     if quiet:
-        click.echo(str(report.output.path))
-        return True
-    return False
+        click.echo(str(run.output.path))
+        return
+    from edgecompress.reports.passes import render_run, title
+
+    click.echo("\n".join([click.style(title(command, run), bold=True), *render_run(run, seconds)]))
 
 
 def accuracy_options(func):
@@ -66,8 +114,7 @@ def accuracy_options(func):
 
 
 def accuracy_overrides(calibration, percentile, keep_float, auto_keep_float, max_drop, equalize, bias_correction) -> dict:
-    """Only what was asked for, so the defaults stay QuantizeConfig's."""
-    out = {"calibration": calibration, "percentile": percentile, "keep_float": keep_float or (),
-           "auto_keep_float": auto_keep_float, "max_drop": max_drop, "equalize": equalize,
-           "bias_correction": bias_correction}  # fmt: skip
-    return out
+    """The accuracy options as QuantizeConfig fields."""
+    return {"calibration": calibration, "percentile": percentile, "keep_float": keep_float or (),
+            "auto_keep_float": auto_keep_float, "max_drop": max_drop, "equalize": equalize,
+            "bias_correction": bias_correction}  # fmt: skip

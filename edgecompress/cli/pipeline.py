@@ -79,7 +79,8 @@ def _print_plan(plan, store: Path, cache: Path, as_json: bool) -> None:
 
 @click.command()
 @click.argument("results", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "html"]), default="md", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "json", "html", "seed-table"]), default="md",
+              show_default=True, help="seed-table: the published TFLite quantization table's layout, ours beside it.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write here instead of stdout (html: default report.html next to RESULTS).")
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path), help="Also write metric-vs-latency/size plots (PNG + SVG) into this directory.")
 @click.option("--recipe", help="Only the records of this recipe (a store can hold several).")
@@ -93,14 +94,19 @@ def report(results, fmt, output, plots_dir, recipe, title):
     records = load_records(results, recipe)
     if fmt == "html":
         from edgecompress.reports.html import render_html
-        from edgecompress.reports.inspect import find_inspections
+        from edgecompress.reports.inspect import find_inspections, html_section
 
         text = render_html(records, title or f"edgecompress report: {recipe or Path(results).stem}",
-                           find_inspections(results))  # fmt: skip
+                           [html_section(report) for report in find_inspections(results)])  # fmt: skip
         base = Path(results) if Path(results).is_dir() else Path(results).parent
         output = output or base / "report.html"
     elif fmt == "md":
         text = "\n".join([markdown_table(records), "", *fastest_summary(records)]) + "\n"
+    elif fmt == "seed-table":
+        from edgecompress.reports.seed_table import render_seed_table
+        from edgecompress.reports.store import load_runs
+
+        text = render_seed_table(records, load_runs(results, recipe))
     else:
         text = to_csv(records) if fmt == "csv" else to_json(records) + "\n"
     written = []

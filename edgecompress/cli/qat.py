@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import platform
 import time
-from collections import Counter
 from pathlib import Path
 
 import click
 
-from edgecompress.cli.options import print_for_scripts
+from edgecompress.cli.options import print_run
 
 
 def _training_options(epochs: int, lr: float):
@@ -36,11 +34,6 @@ def _default_output(model: Path, tag: str) -> Path:
     return Path(model).with_name(f"{Path(model).stem}.{tag}.tflite")
 
 
-def _scores(scores: dict, metric: str | None = None) -> str:
-    keys = [metric] if metric and metric in scores else [k for k in scores if k != "samples"][:2]
-    return ", ".join(f"{k} {scores[k]:.2%}" if k != "nme" else f"{k} {scores[k]:.4f}" for k in keys)
-
-
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output .tflite (default: MODEL.qat.tflite).")
@@ -65,48 +58,7 @@ def qat(model, output, preserve, skip_layers, calib_samples, no_compare, init_ra
         eval=eval_data, calib_samples=calib_samples, compare=not no_compare, init_ranges=init_ranges, trust_model=trust_model, force=force,
         progress=not (quiet or as_json),
     )  # fmt: skip
-    seconds = time.perf_counter() - started
-    if print_for_scripts(report, seconds, as_json, quiet):
-        return
-    from edgecompress.models.tasks import TASKS
-    from edgecompress.reports.tables import human_bytes
-
-    d = report.details
-    metric = TASKS.get(d["task"]).primary_metric
-    lines = [click.style(f"compress qat: {report.source.path} → {report.output.path}", bold=True)]
-    lines.append(f"  training      {d['epochs']} epoch(s) on {d['training']['samples']} samples of {d['training']['source']}"
-                 f" (batch {d['batch_size']}, lr {d['lr']:g}, preserve {d['preserve']})")  # fmt: skip
-    ours = d["our_configs"]
-    if ours:
-        counts = Counter(f"{v['layer']} {v['config']}" for v in ours.values())
-        lines.append(f"  our configs   {len(ours)} layer(s) stock TFMOT rejects or mishandles: "
-                     + ", ".join(f"{n}× {k}" for k, n in sorted(counts.items())))  # fmt: skip
-    flattened = d["flattened"]
-    if flattened["inlined_models"] or flattened["rewritten_ops"]:
-        lines.append(f"  flattened     {len(flattened['inlined_models'])} nested model(s) inlined, "
-                     f"{len(flattened['rewritten_ops'])} TF op call(s) rewritten as layers")  # fmt: skip
-    if d.get("inputs_reordered_by_tfmot"):
-        lines.append(f"  TFMOT fix     inputs of {', '.join(d['inputs_reordered_by_tfmot'])} put back in the source's order")
-    started_from = d.get("activation_ranges_initialised", 0)
-    lines.append(f"  calibration   {d['calibration']['samples']} samples of the training data (converter ranges"
-                 + (f", and the start of {started_from} QAT activation ranges)" if started_from else ")"))  # fmt: skip
-    sparsity = d["weight_sparsity"]
-    if sparsity["source"] > 0.01:
-        lines.append(f"  sparsity      {sparsity['source']:.1%} in the source → {sparsity['int8_tflite']:.1%} in the int8 file")
-    ptq = f", post-training int8 {human_bytes(d['ptq_size_bytes'])}" if "ptq_size_bytes" in d else ""
-    lines.append(f"  size          {human_bytes(report.source.size_bytes)} → {human_bytes(report.output.size_bytes)}{ptq}")
-    check = d["check"]
-    lines.append(f"  export check  mean |Δ| {check['mean_abs_diff']:.3g} vs the QAT Keras model on {check['samples']} "
-                 f"{check['inputs_from']}: ok")  # fmt: skip
-    comparison = d.get("comparison")
-    if comparison:
-        scores = comparison["scores"]
-        lines.append(f"  accuracy on {comparison['data']}:")
-        for key, label in (("float", "float (Keras)"), ("ptq_int8", "post-training int8 (LiteRT)"),
-                           ("qat_int8", "QAT int8 (LiteRT)")):  # fmt: skip
-            lines.append(f"    {label:<28} {_scores(scores[key], metric)}")
-    lines.append(f"  took          {seconds:.1f} s")
-    click.echo("\n".join(lines))
+    print_run("qat", report, time.perf_counter() - started, as_json, quiet)
 
 
 @click.command()
@@ -124,29 +76,4 @@ def binarize(model, output, binarize_all, data, eval_data, epochs, batch_size, l
         model, output, data, epochs=epochs, batch_size=batch_size, lr=lr, binarize_all=binarize_all, eval=eval_data,
         trust_model=trust_model, force=force, progress=not (quiet or as_json),
     )  # fmt: skip
-    seconds = time.perf_counter() - started
-    if print_for_scripts(report, seconds, as_json, quiet):
-        return
-    from edgecompress.reports.tables import human_bytes
-
-    d = report.details
-    macs = d["macs"]
-    check = d["check"]
-    lines = [
-        click.style(f"compress binarize: {report.source.path} → {report.output.path}", bold=True),
-        f"  binarized     {len(d['binarized_layers'])} layer(s); float: {', '.join(d['float_layers']) or 'none'}",
-        f"  binary MACs   {macs['conv_binary_share']:.1%} of convolution MACs, {macs['binary_share']:.1%} of all "
-        f"({macs['macs_binary']:,} binary, {macs['macs_float']:,} float per sample)",
-        f"  distillation  {d['epochs']} epoch(s) on {d['training']['samples']} samples, loss {d['training']['losses'][-1]:.3f}",
-        f"  size          {human_bytes(report.source.size_bytes)} → {human_bytes(report.output.size_bytes)} "
-        f"(LceBconv2d × {d['ops'].get('LceBconv2d', 0)})",
-        f"  LCE check     mean |Δ| {check['mean_abs_diff']:.3g} ({check['relative']:.2%} of the output range, tolerance "
-        f"{check['tolerance']:.0%}), top-1 agreement {check['top1_agreement']:.0%} vs the Larq model",
-    ]
-    source, out = report.evaluation["source"], report.evaluation["output"]
-    lines.append(f"  accuracy      float (Keras) top-1 {source['top1']:.2%} → binarized (LCE) {out['top1']:.2%} "
-                 f"on {d['evaluation_data']}")  # fmt: skip
-    lines.append(f"  note          LCE's fast binary kernels are for 64-bit ARM; this is {platform.machine()}, "
-                 "so `compress bench` latency here is not what a Raspberry Pi or phone sees")  # fmt: skip
-    lines.append(f"  took          {seconds:.1f} s")
-    click.echo("\n".join(lines))
+    print_run("binarize", report, time.perf_counter() - started, as_json, quiet)

@@ -10,7 +10,7 @@ import click
 
 from edgecompress.cli.options import overrides as _overrides
 from edgecompress.cli.options import preprocessing_options as _preprocessing_options
-from edgecompress.cli.options import print_for_scripts
+from edgecompress.cli.options import print_run
 
 
 def _training_options(epochs: int, lr: float, tflite: bool = True):
@@ -67,7 +67,7 @@ def prune(model, sparsity, structure, schedule, criterion, distill, data, eval_d
         preprocessing=_overrides(scale, offset, mean, std, color), measure=not no_tflite, trust_model=trust_model,
         force=force, progress=not (quiet or as_json),
     )  # fmt: skip
-    _print(report, time.perf_counter() - started, as_json, quiet, _prune_lines)
+    print_run("prune", report, time.perf_counter() - started, as_json, quiet)
 
 
 @click.command()
@@ -89,7 +89,7 @@ def cluster(model, clusters, init, data, eval_data, val_split, epochs, batch_siz
         eval=eval_data, val_split=val_split, preprocessing=_overrides(scale, offset, mean, std, color),
         measure=not no_tflite, trust_model=trust_model, force=force, progress=not (quiet or as_json),
     )  # fmt: skip
-    _print(report, time.perf_counter() - started, as_json, quiet, _cluster_lines)
+    print_run("cluster", report, time.perf_counter() - started, as_json, quiet)
 
 
 @click.command()
@@ -114,95 +114,4 @@ def distill(teacher, student, temperature, alpha, no_baseline, data, eval_data, 
         preprocessing=_overrides(scale, offset, mean, std, color), trust_model=trust_model, force=force,
         progress=not (quiet or as_json),
     )  # fmt: skip
-    _print(report, time.perf_counter() - started, as_json, quiet, _distill_lines)
-
-
-# --------------------------------------------------------------------------- reports
-
-
-def _print(report, seconds: float, as_json: bool, quiet: bool, body) -> None:
-    if print_for_scripts(report, seconds, as_json, quiet):
-        return
-    details = report.details
-    lines = [click.style(f"compress {details['pass']}: {report.source.path} → {report.output.path}", bold=True)]
-    lines += body(details)
-    metric = details.get("metric")
-    evaluation = details.get("evaluation")
-    if evaluation and metric:
-        src, out = evaluation["source"][metric], evaluation["output"][metric]
-        samples = int(evaluation["output"].get("samples", 0))
-        lines.append(f"  {metric:<13} {src:.2%} → {out:.2%} ({(out - src) * 100:+.2f} points, {samples} held-out samples)")
-    lines.append(f"  next          compress quantize {report.output.path} | compress export {report.output.path}")
-    lines.append(f"  took          {seconds:.1f} s")
-    click.echo("\n".join(lines))
-
-
-def _tflite_lines(tflite: dict | None, macs: bool) -> list[str]:
-    from edgecompress.reports.tables import human_bytes
-
-    if not tflite:
-        return []
-    src = tflite["source"]
-    lines = []
-    for key, label in (("output", "float TFLite"), ("output_sparse", "sparse TFLite")):
-        if key not in tflite:
-            continue
-        out = tflite[key]
-        lines.append(
-            f"  {label:<13} {human_bytes(src['size_bytes'])} → {human_bytes(out['size_bytes'])}, gzip "
-            f"{human_bytes(src['gzip_bytes'])} → {human_bytes(out['gzip_bytes'])} "
-            f"({out['gzip_bytes'] / src['gzip_bytes']:.2f}×)"
-        )
-        if macs and key == "output":
-            lines.append(f"  MACs          {src['macs'] / 1e6:.2f} M → {out['macs'] / 1e6:.2f} M "
-                         f"({1 - out['macs'] / src['macs']:.1%} fewer)")  # fmt: skip
-        if src.get("latency_ms_p50") and out.get("latency_ms_p50"):
-            lines.append(f"  LiteRT        {src['latency_ms_p50']:.3f} ms → {out['latency_ms_p50']:.3f} ms p50 "
-                         f"({label}, 2 threads, batch 1)")  # fmt: skip
-    return lines
-
-
-def _prune_lines(details: dict) -> list[str]:
-    if details["structure"] == "channels":
-        before, after = details["params_before"], details["params_after"]
-        lines = [
-            f"  channels      {details['sparsity']:.0%} of each prunable group ({details['criterion']} ranking"
-            f"{', distilled from the source' if details.get('distill') else ''}): "
-            f"{details['prunable_channels_before']} → {details['prunable_channels_after']} channels in "
-            f"{details['groups_pruned']} groups; {details['groups_kept_whole']} kept whole",
-            f"  parameters    {before:,} → {after:,} ({1 - after / before:.1%} fewer)",
-        ]
-        for layer, why in list(details["layers_without_channel_rule"].items())[:5]:
-            lines.append(f"  kept whole    around '{layer}' ({why})")
-        return lines + _tflite_lines(details.get("tflite"), macs=True)
-    lines = [f"  sparsity      {details['measured_sparsity']:.2%} of {details['prunable_weights']:,} prunable weights "
-             f"({details['structure']}, {details['schedule']} schedule, target {details['sparsity']:.0%})"]  # fmt: skip
-    if "two_four_exact" in details:
-        lines.append(f"  2:4 pattern   {'exact in every pruned layer' if details['two_four_exact'] else 'NOT exact'}")
-    lines.append("  layer                              weights   sparsity")
-    for row in details["layers"]:
-        lines.append(f"    {row['layer'][:32]:<32} {row['weights']:>9,}   {row['sparsity']:.1%}")
-    for layer, why in details["left_dense"].items():
-        lines.append(f"    {layer[:32]:<32} left dense: {why}")
-    return lines + _tflite_lines(details.get("tflite"), macs=False)
-
-
-def _cluster_lines(details: dict) -> list[str]:
-    lines = [f"  clusters      {details['clusters']} per kernel ({details['init']} init) in "
-             f"{len(details['layers'])} layers; at most {details['max_unique']} distinct values per kernel"]  # fmt: skip
-    for layer, why in details["left_unclustered"].items():
-        lines.append(f"    {layer[:32]:<32} left as is: {why}")
-    return lines + _tflite_lines(details.get("tflite"), macs=False)
-
-
-def _distill_lines(details: dict) -> list[str]:
-    metric = details["metric"]
-    lines = [f"  student       {details['student']} ({details['student_params']:,} parameters; teacher "
-             f"{details['teacher_params']:,})",
-             f"  KD            {details['kd_loss']}, temperature {details['temperature']}, alpha {details['alpha']}, "
-             f"{details['epochs']} epochs"]  # fmt: skip
-    scores = details["scores"]
-    for name in ("teacher", "alone", "distilled"):
-        if scores.get(name):
-            lines.append(f"  {name:<13} {metric} {scores[name][metric]:.2%}")
-    return lines
+    print_run("distill", report, time.perf_counter() - started, as_json, quiet)

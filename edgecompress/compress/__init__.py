@@ -1,25 +1,9 @@
-"""Compression passes, registered by name in ``PASSES``."""
+"""Compression passes, registered by name in ``PASSES`` and run by ``runner.run_pass``.
 
-from edgecompress.compress.binarize import BinarizeConfig, BinarizePass
-from edgecompress.compress.export import ExportPass, OutputFormat
-from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
-from edgecompress.compress.qat import Preserve, QATConfig, QATPass
-from edgecompress.compress.quantize import IOType, QuantizeConfig, QuantizePass, QuantMode
+Pass modules are imported when a pass is first looked up, never here: checking a recipe of exports
+and quantizations must not import TFMOT or Larq.
+"""
 
-__all__ = [
-    "PASSES",
-    "BinarizeConfig",
-    "BinarizePass",
-    "Preserve",
-    "QATConfig",
-    "QATPass",
-    "ExportPass",
-    "IOType",
-    "OutputFormat",
-    "Pass",
-    "PassContext",
-    "PassResult",
-    "QuantMode",
-    "QuantizeConfig",
-    "QuantizePass",
-]
+from edgecompress.compress.passes import PASSES, Pass, PassContext, PassReport, PassResult
+
+__all__ = ["PASSES", "Pass", "PassContext", "PassReport", "PassResult"]

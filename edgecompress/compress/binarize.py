@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,9 @@ from edgecompress.compress.passes import (
     PASSES,
     Pass,
     PassContext,
+    PassReport,
     PassResult,
+    Role,
     commit_metadata,
     load_source,
     output_metadata,
@@ -174,28 +177,6 @@ def binarize_model(model, binarize_all: bool = False):
     return student, sorted(binary), sorted(keep), dropped
 
 
-def binarynet_cnn(input_size: int = 32, classes: int = 10, channels: int = 1, width: int = 64):
-    """A float VGG-style classifier shaped for binarization (BinaryNet's CIFAR-10 net, narrowed).
-
-    Conv → BN → ReLU stacks with max-pooling: every binarized convolution gets a BatchNorm to set
-    its threshold, and no depthwise layers (a 3×3 depthwise binary conv has 9 inputs per output,
-    too few for sign to carry information). Used by the binarization tests and benchmark.
-    """
-    tf_keras = import_tf_keras()
-    layers = tf_keras.layers
-    inputs = tf_keras.Input((input_size, input_size, channels), name="input")
-    x = inputs
-    for index, (filters, pool) in enumerate(((width // 2, False), (width, True), (width * 2, True), (width * 2, True))):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{index + 1}")(x)
-        x = layers.BatchNormalization(momentum=0.9, name=f"bn{index + 1}")(x)
-        x = layers.ReLU(name=f"relu{index + 1}")(x)
-        if pool:
-            x = layers.MaxPooling2D(2, name=f"pool{index + 1}")(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = layers.Dense(classes, activation="softmax", name="predictions")(x)
-    return tf_keras.Model(inputs, outputs, name="binarynet_cnn")
-
-
 # --------------------------------------------------------------------------- MACs
 
 
@@ -243,7 +224,7 @@ def distill(student, teacher, train: ModelInputs, config: BinarizeConfig, progre
     """Train ``student`` against ``teacher``'s softened outputs and the labels; returns epoch losses."""
     tf = import_tensorflow()
     tf_keras = import_tf_keras()
-    from tqdm import tqdm
+    from edgecompress._progress import progress_bar
 
     tf_keras.utils.set_random_seed(config.seed)
     x, y = train.array(), train.data.labels
@@ -267,7 +248,7 @@ def distill(student, teacher, train: ModelInputs, config: BinarizeConfig, progre
 
     rng = np.random.default_rng(config.seed)
     losses = []
-    bar = tqdm(total=steps, disable=not progress, leave=False, unit="step", desc="distilling")
+    bar = progress_bar(total=steps, disable=not progress, unit="step", desc="distilling")
     for _ in range(config.epochs):
         order = rng.permutation(len(x))
         total = 0.0
@@ -319,18 +300,36 @@ def check_lce(student, output: Artifact, x: np.ndarray) -> tuple[CheckResult, fl
     return result, agreement
 
 
-@PASSES.register("binarize", "bnn")
+@dataclass(frozen=True, kw_only=True)
+class BinarizeReport(PassReport):
+    binarized_layers: tuple[str, ...]
+    float_layers: tuple[str, ...]
+    relu_dropped_before_sign: tuple[str, ...]
+    #: multiply-accumulates per sample, binary and float, and the binary shares
+    macs: Mapping[str, float]
+    training: Mapping[str, Any]
+    #: op type → count in the written LCE file
+    ops: Mapping[str, int]
+    seconds_training: float
+    check: CheckResult
+    #: top-1 agreement of the LCE file with the Larq model on the check inputs
+    top1_agreement: float
+
+
+@PASSES.register("binarize")
 class BinarizePass(Pass):
     """Larq rebuild → distillation from the float model → bit-packed LCE TFLite.
 
-    ``context.calibration`` is the labelled *training* data; ``context.validation`` the held-out
-    data the export check runs on.
+    It trains on ``context.train`` (labelled); ``context.validation`` holds the data the LCE
+    check runs on (the training data when there is none).
     """
 
     name = "binarize"
     accepts = (ModelFormat.KERAS_H5, ModelFormat.KERAS_V3, ModelFormat.SAVEDMODEL)
     produces = ModelFormat.LCE_TFLITE
-    needs_calibration = True
+
+    def needs(self) -> frozenset[Role]:
+        return frozenset({Role.TRAIN})
 
     def __init__(self, config: BinarizeConfig | None = None, **kwargs: Any) -> None:
         self.config = config or BinarizeConfig(**kwargs)
@@ -340,15 +339,15 @@ class BinarizePass(Pass):
 
     def apply(self, artifact: Artifact, context: PassContext) -> PassResult:
         from edgecompress.compress.qat import flatten
-        from edgecompress.models.tasks import infer_task
+        from edgecompress.models.tasks import task_of
 
         self.check_input(artifact)
         _larq()
-        train = context.train or context.calibration  # recipes fill .train; the CLI passes --data
+        train = context.train
         if train is None or train.data.labels is None:
             raise DataError("binarization distils with labels", "pass labelled classification data with --data")
         source = load_source(artifact, context)
-        task = artifact.metadata.task or infer_task(source.output_shape)
+        task = task_of(artifact.metadata.task, [tuple(t.shape) for t in source.model.outputs])
         if task != "classification" or len(source.model.outputs) != 1:
             raise UnsupportedError(
                 f"binarization supports single-output classifiers, not a {task} model",
@@ -369,17 +368,11 @@ class BinarizePass(Pass):
             check, agreement = check_lce(student, Artifact(tmp, self.produces, metadata), x)
             commit_metadata(output, metadata)
         result = Artifact(output, self.produces, metadata)
-        report = {
-            "pass": self.name,
-            **self.params(),
-            "binarized_layers": binary,
-            "float_layers": kept,
-            "relu_dropped_before_sign": dropped,
-            "macs": mac_profile(student, binary),
-            "training": {"samples": len(train), "source": train.source, "losses": losses},
-            "ops": dict(op_counts(output.read_bytes())),
-            "seconds_training": trained,
-            "seconds": time.perf_counter() - started,
-            "check": {**check.to_dict(), "top1_agreement": agreement},
-        }
+        report = BinarizeReport(
+            pass_name=self.name, params=self.params(), seconds=time.perf_counter() - started,
+            binarized_layers=tuple(binary), float_layers=tuple(kept), relu_dropped_before_sign=tuple(dropped),
+            macs=mac_profile(student, binary),
+            training={"samples": len(train), "source": train.source, "losses": losses},
+            ops=dict(op_counts(output.read_bytes())), seconds_training=trained, check=check, top1_agreement=agreement,
+        )  # fmt: skip
         return PassResult(result, report)

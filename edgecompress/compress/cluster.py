@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,8 +70,7 @@ class ClusterConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClusterConfig:
-        own = {k: v for k, v in data.items() if k in ("clusters", "init")}
-        return cls(**own, finetune=FineTune.from_dict(data))
+        return finetune.config_from_params(cls, data)
 
 
 def unique_values(model, names: list[str]) -> dict[str, int]:
@@ -108,13 +108,22 @@ def wrap_clusterable(model, config: ClusterConfig) -> tuple[Any, list[str], dict
     return tf_keras.models.clone_model(model, clone_function=clone), wrapped, skipped
 
 
-@PASSES.register("cluster", "clustering")
+@dataclass(frozen=True, kw_only=True)
+class ClusterReport(finetune.FineTuneReport):
+    #: clustered layer → distinct values left in its kernel
+    layers: Mapping[str, int]
+    max_unique: int
+    left_unclustered: Mapping[str, str]
+
+
+@PASSES.register("cluster")
 class ClusterPass(finetune.FineTuningPass):
     name = "cluster"
     purpose = "clustering"
+    report_type = ClusterReport
 
     def __init__(self, config: ClusterConfig | None = None, measure: bool = True, **kwargs: Any) -> None:
-        self.config = config or ClusterConfig(**kwargs)
+        self.config = config or finetune.config_from_params(ClusterConfig, kwargs)
         self.measure = measure
 
     def params(self) -> dict[str, Any]:

@@ -199,28 +199,14 @@ def onnx_quantize(
     calibration: ModelInputs | None = None,
     per_channel: bool = True,
     progress: bool = False,
-    ranges: RangeOptions | None = None,
-    layer_map: LayerMap | None = None,
+    batch_size: int = 16,
 ) -> None:
     """Quantize an ONNX model with ONNX Runtime: dynamic, static QDQ int8 / int16x8, or float16.
 
-    ``ranges`` (static modes): the calibration method and the Keras layers (named through
-    ``layer_map``) whose nodes stay in float; see ``onnx_calibrate.py``.
+    ``batch_size``: calibration batches; a model exported with a fixed batch (often 1) needs that one.
+    (Our calibration methods and layers kept in float: ``onnx_calibrate.quantize_with_ranges``.)
     """
     onnx = require("onnx", "onnx", "ONNX quantization")
-    if ranges is not None and mode in ("int8", "int16x8"):
-        from edgecompress.compress.onnx_calibrate import calibrate_onnx
-
-        if calibration is None:
-            raise EdgeCompressError(f"ONNX {mode} needs calibration data", "pass --calib")
-        with native_output_silenced() as terminal:
-            calibrated = calibrate_onnx(
-                float_model, calibration, ranges.method or "minmax", ranges.percentile, mode,
-                terminal if progress else None,
-            )
-        exclude = calibrated.nodes_of(ranges.keep_float, layer_map) if ranges.keep_float and layer_map else []
-        calibrated.quantize(output, mode, per_channel, exclude)
-        return
     if mode == "float16":
         float16 = require("onnxconverter_common.float16", "onnx", "ONNX float16 conversion")
         # keep_io_types: float in, float out at the boundary like every other variant.
@@ -244,7 +230,7 @@ def onnx_quantize(
                 str(source),
                 str(output),
                 _reader(quantization.CalibrationDataReader, calibration, float_model.graph.input[0].name,
-                        terminal if progress else None),
+                        terminal if progress else None, batch_size),
                 quant_format=quantization.QuantFormat.QDQ,
                 per_channel=per_channel,
                 activation_type=activation,
@@ -257,14 +243,14 @@ def onnx_quantize(
 
 
 def _reader(base, calibration: ModelInputs, input_name: str, progress_file=None, batch_size: int = 16):
-    from tqdm import tqdm
+    from edgecompress._progress import progress_bar
 
     class Reader(base):
         """ONNX Runtime's one-method data-reader protocol over our calibration batches."""
 
         def __init__(self) -> None:
             self._batches = calibration.batches(batch_size)
-            self._bar = tqdm(total=len(calibration), desc="calibrating", unit="sample", leave=False,
+            self._bar = progress_bar(total=len(calibration), desc="calibrating", unit="sample",
                              file=progress_file, disable=progress_file is None)
 
         def get_next(self):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,16 @@ from edgecompress._env import import_tensorflow, import_tf_keras
 from edgecompress.artifacts import Artifact, Metadata, ModelFormat
 from edgecompress.calibration.data import ModelInputs
 from edgecompress.compress import finetune
+from edgecompress.compress.export import float_reference
 from edgecompress.compress.finetune import FineTune
-from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
+from edgecompress.compress.passes import PASSES, Pass, PassContext, PassReport, PassResult, Role
 from edgecompress.errors import UnsupportedError, UsageError
 
 log = logging.getLogger(__name__)
 
 
+KD_LOSS_NAMES = {"classification": "softmax KL", "segmentation": "per-pixel softmax KL",
+                 "keypoints": "heatmap L2 / coordinate L1", "detection": "box L1"}  # fmt: skip
 #: Hinton KD defaults, shared with channel pruning's --distill
 KD_TEMPERATURE = 4.0
 KD_ALPHA = 0.5
@@ -67,8 +70,7 @@ class DistillConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DistillConfig:
-        own = {k: v for k, v in data.items() if k in ("student", "temperature", "alpha", "baseline")}
-        return cls(**own, finetune=FineTune.from_dict(data))
+        return finetune.config_from_params(cls, data)
 
 
 # --------------------------------------------------------------------------- losses, keyed by task
@@ -170,9 +172,9 @@ def train_student(
     distiller.compile(optimizer=tf_keras.optimizers.Adam(schedule))
     callbacks = []
     if progress:
-        from tqdm.keras import TqdmCallback
+        from edgecompress._progress import keras_progress
 
-        callbacks.append(TqdmCallback(verbose=0, leave=False))
+        callbacks.append(keras_progress())
     history = distiller.fit(dataset, epochs=ft.epochs, verbose=0, callbacks=callbacks)
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
@@ -242,7 +244,20 @@ def teacher_outputs(model, x: np.ndarray, batch: int = 128) -> list[np.ndarray]:
     return [np.concatenate(p, axis=0) for p in zip(*parts, strict=True)]
 
 
-@PASSES.register("distill", "distillation", "kd")
+@dataclass(frozen=True, kw_only=True)
+class DistillReport(PassReport):
+    task: str
+    metric: str
+    student: str
+    student_params: int
+    teacher_params: int
+    kd_loss: str
+    #: held-out scores: "teacher", "alone" (the same student trained on labels only), "distilled"
+    scores: Mapping[str, Mapping[str, float] | None]
+    final_losses: Mapping[str, float]
+
+
+@PASSES.register("distill")
 class DistillPass(Pass):
     """Input: the teacher. Output: the distilled student, with the teacher's task and labels."""
 
@@ -251,7 +266,10 @@ class DistillPass(Pass):
     produces = ModelFormat.KERAS_H5
 
     def __init__(self, config: DistillConfig | None = None, **kwargs: Any) -> None:
-        self.config = config or DistillConfig(**kwargs)
+        self.config = config or finetune.config_from_params(DistillConfig, kwargs)
+
+    def needs(self) -> frozenset[Role]:
+        return frozenset({Role.TRAIN})
 
     def params(self) -> dict[str, Any]:
         return self.config.to_dict()
@@ -297,19 +315,10 @@ class DistillPass(Pass):
             student, artifact, teacher_km, dataclasses.replace(context, preprocessing=preprocessing), self.name,
             self.params(), extra={**view.extra, "model_name": Path(context.output).stem, "teacher": str(artifact.path)},
         )  # fmt: skip
-        report = {
-            "pass": self.name,
-            **self.params(),
-            "task": task,
-            "metric": finetune.primary_metric(task),
-            "student": student_name,
-            "student_params": int(student.count_params()),
-            "teacher_params": int(teacher.count_params()),
-            "kd_loss": {"classification": "softmax KL", "segmentation": "per-pixel softmax KL",
-                        "keypoints": "heatmap L2 / coordinate L1", "detection": "box L1"}[task],  # fmt: skip
-            "scores": scores,
-            "final_losses": {k: v[-1] for k, v in history.items()},
-            "evaluation": None,
-            "seconds": time.perf_counter() - started,
-        }
+        report = DistillReport(
+            pass_name=self.name, params=self.params(), seconds=time.perf_counter() - started, task=task,
+            metric=finetune.primary_metric(task), student=student_name, student_params=int(student.count_params()),
+            teacher_params=int(teacher.count_params()), kd_loss=KD_LOSS_NAMES[task], scores=scores,
+            final_losses={k: v[-1] for k, v in history.items()}, float_reference=float_reference(teacher),
+        )  # fmt: skip
         return PassResult(result, report)

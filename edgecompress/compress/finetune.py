@@ -12,6 +12,7 @@ import dataclasses
 import gzip
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,16 @@ import numpy as np
 from edgecompress._env import import_tf_keras
 from edgecompress.artifacts import Artifact, Metadata, ModelFormat
 from edgecompress.calibration.data import ModelInputs
-from edgecompress.compress.passes import Pass, PassContext, PassResult, load_source, output_metadata
+from edgecompress.compress.export import float_reference
+from edgecompress.compress.passes import (
+    Pass,
+    PassContext,
+    PassReport,
+    PassResult,
+    Role,
+    load_source,
+    output_metadata,
+)
 from edgecompress.errors import DataError, UsageError
 from edgecompress.runtimes.keras_io import KerasModel, to_tf_keras
 
@@ -53,6 +63,21 @@ class FineTune:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
+def config_from_params(cls: type, params: dict[str, Any]):
+    """A pass config from flat parameters, as recipes and lineage write them: the budget's fields
+    (epochs, batch_size, lr, seed) go into its ``finetune``, starting from the config's own default
+    budget; an unknown name is an error rather than silently ignored."""
+    budget_fields = {f.name for f in dataclasses.fields(FineTune)}
+    own = {f.name for f in dataclasses.fields(cls)} - {"finetune"}
+    unknown = sorted(set(params) - own - budget_fields)
+    if unknown:
+        raise TypeError(f"unexpected parameter(s): {', '.join(unknown)}")
+    default = cls.__dataclass_fields__["finetune"].default_factory()
+    budget = {k: v for k, v in params.items() if k in budget_fields}
+    finetune = params["finetune"] if isinstance(params.get("finetune"), FineTune) else FineTune(**{**default.to_dict(), **budget})
+    return cls(**{k: v for k, v in params.items() if k in own}, finetune=finetune)
+
+
 def private_copy(artifact: Artifact, context: PassContext) -> tuple[KerasModel, Any]:
     """The loaded source (as tf_keras) and an independent copy with the same weights to train."""
     tf_keras = import_tf_keras()
@@ -67,20 +92,17 @@ def private_copy(artifact: Artifact, context: PassContext) -> tuple[KerasModel, 
 
 
 def task_of(artifact: Artifact, keras_model: KerasModel) -> str:
-    from edgecompress.models.tasks import TASKS, infer_task
+    from edgecompress.models.tasks import task_of as resolve
 
-    task = artifact.metadata.task or infer_task(keras_model.output_shape)
-    if task not in TASKS:
-        raise DataError(
-            f"cannot tell what {artifact.path} predicts, so it cannot be fine-tuned",
-            "record the task in the model's metadata sidecar (task: classification|segmentation|keypoints)",
-        )
-    return TASKS.canonical(task)
+    return resolve(artifact.metadata.task, [tuple(t.shape) for t in keras_model.model.outputs])
 
 
 def require_training_data(context: PassContext, what: str) -> ModelInputs:
     if context.train is None:
         raise DataError(f"{what} fine-tunes the model and needs training data", "pass --data DIR|FILE.npz|digits")
+    if context.train.data.kind is None:
+        raise DataError(f"{what} fine-tunes the model and needs labelled data; {context.train.source} has none",
+                        "pass class folders, a .npz with targets, 'digits', …")  # fmt: skip
     return context.train
 
 
@@ -104,22 +126,79 @@ def write_output(
     model, artifact: Artifact, source: KerasModel, context: PassContext, step: str, params: dict[str, Any],
     extra: dict[str, Any] | None = None,
 ) -> Artifact:
-    """Save the trained model (.h5/.keras, atomically) with the source's metadata and one more lineage step."""
+    """Save the trained model (.h5/.keras, atomically) with the source's metadata and one more lineage step.
+
+    A ``.keras`` output is written by Keras 3 itself (see :func:`save_keras3`): ``.keras`` is Keras 3's
+    format, so the user's own Keras loads it; ``.h5`` (tf_keras) stays available for every source.
+    """
     from edgecompress.models.train import save_model
 
     output = Path(context.output)
+    keras3 = output.suffix.lower() == ".keras"
     view = KerasModel(model=model, flavor="tf_keras", path=output)
     metadata: Metadata = output_metadata(artifact, view, context, step, params)
+    extra = {**(extra or {}), **({"keras_flavor": "keras3"} if keras3 else {})}
     if extra:
         metadata = dataclasses.replace(metadata, extra={**metadata.extra, **extra})
-    save_model(model, output, metadata)  # writes the sidecar before the model's rename
+    if keras3:
+        save_keras3(model, output, metadata)
+    else:
+        save_model(model, output, metadata)  # writes the sidecar before the model's rename
     fmt = ModelFormat.KERAS_V3 if output.suffix.lower() == ".keras" else ModelFormat.KERAS_H5
     return Artifact(output, fmt, metadata)
 
 
+@dataclass(frozen=True, kw_only=True)
+class FineTuneReport(PassReport):
+    """What every fine-tuning pass reports; each pass adds its own fields."""
+
+    task: str
+    metric: str
+    #: float TFLite renderings of source and output ("source", "output" or "output_sparse")
+    tflite: Mapping[str, TFLiteProfile] | None = None
+
+
+#: largest |Δ| allowed between the tf_keras result and its Keras 3 copy, relative to the output scale
+KERAS3_ATOL = 1e-5
+
+
+def save_keras3(model, path: Path, metadata: Metadata) -> Path:
+    """Write a tf_keras model as a Keras 3 ``.keras`` file, atomically, checked to predict the same.
+
+    Why through .h5: Keras 3 reads legacy tf_keras HDF5 files (its documented migration route), so
+    the layers and weights are rebuilt by Keras 3's own deserializer rather than by a copy of ours.
+    """
+    import keras
+
+    from edgecompress.artifacts import atomic_path, write_metadata
+    from edgecompress.runtimes.probe import trust
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="edgecompress-k3-") as tmp:
+        legacy = Path(tmp) / "model.h5"
+        model.save(legacy, include_optimizer=False)
+        try:
+            copy = keras.saving.load_model(legacy, compile=False, safe_mode=True)
+        except Exception as exc:  # noqa: BLE001 - Keras 3 raises ValueError, TypeError… on layers it lacks
+            raise UsageError(
+                f"Keras 3 cannot rebuild this model: {str(exc).splitlines()[0][:200]}", f"write {path.stem}.h5 instead"
+            ) from exc
+    shape = tuple(d or 1 for d in model.inputs[0].shape[1:])
+    probe = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32)
+    expected, got = np.asarray(model(probe, training=False)), np.asarray(copy(probe, training=False))
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    if expected.shape != got.shape or not float(np.max(np.abs(expected - got))) <= KERAS3_ATOL * scale:
+        raise UsageError("the Keras 3 copy of the result predicts differently from it", f"write {path.stem}.h5 instead")
+    with atomic_path(path) as tmp_path:
+        copy.save(tmp_path)
+        write_metadata(path, metadata)  # before the rename: the model's appearance is the commit
+    trust(path)
+    return path
+
+
 class FineTuningPass(Pass):
-    """What prune and cluster share: a private copy is transformed and fine-tuned, scored on held-out
-    data before and after, measured as float TFLite, and saved with its lineage."""
+    """What prune and cluster share: a private copy is transformed and fine-tuned, measured as float
+    TFLite, and saved with its lineage. Scoring source and output is the runner's job."""
 
     accepts = KERAS_OUTPUTS
     produces = ModelFormat.KERAS_H5
@@ -127,13 +206,17 @@ class FineTuningPass(Pass):
     purpose: str
     #: convert source and output to TFLite and measure size, MACs and LiteRT latency
     measure: bool = True
+    report_type: type[FineTuneReport] = FineTuneReport
+
+    def needs(self) -> frozenset[Role]:
+        return frozenset({Role.TRAIN})
 
     @abc.abstractmethod
     def transform(self, model, task: str, train: ModelInputs, context: PassContext) -> tuple[Any, dict[str, Any]]:
-        """The compressed, fine-tuned model and the details of what was done to it."""
+        """The compressed, fine-tuned model and this pass's own report fields."""
 
-    def tflite_measurements(self, source_model, output_model) -> dict[str, Any]:
-        return {"source": tflite_profile(source_model).to_dict(), "output": tflite_profile(output_model).to_dict()}
+    def tflite_measurements(self, source_model, output_model) -> dict[str, TFLiteProfile]:
+        return {"source": tflite_profile(source_model), "output": tflite_profile(output_model)}
 
     def apply(self, artifact: Artifact, context: PassContext) -> PassResult:
         self.check_input(artifact)
@@ -141,21 +224,13 @@ class FineTuningPass(Pass):
         source, model = private_copy(artifact, context)
         task = task_of(artifact, source)
         train = require_training_data(context, self.purpose)
-        before = score(source.model, context.validation, task)
         output, details = self.transform(model, task, train, context)
-        after = score(output, context.validation, task)
-        if self.measure:
-            details["tflite"] = self.tflite_measurements(source.model, output)
+        tflite = self.tflite_measurements(source.model, output) if self.measure else None
         result = write_output(output, artifact, source, context, self.name, self.params())
-        report = {
-            "pass": self.name,
-            **self.params(),
-            "task": task,
-            "metric": primary_metric(task),
-            "evaluation": {"source": before, "output": after} if before is not None else None,
-            **details,
-            "seconds": time.perf_counter() - started,
-        }
+        report = self.report_type(
+            pass_name=self.name, params=self.params(), seconds=time.perf_counter() - started, task=task,
+            metric=primary_metric(task), tflite=tflite, float_reference=float_reference(source.model), **details,
+        )  # fmt: skip
         return PassResult(result, report)
 
 
@@ -193,13 +268,13 @@ def litert_latency(data: bytes, threads: int = 2, runs: int = 50) -> float:
     """Median LiteRT latency in ms (XNNPACK, batch 1), timed as `compress bench` times it."""
     from edgecompress.runtimes.base import time_session
     from edgecompress.runtimes.litert import LiteRTRuntime
+    from edgecompress.runtimes.probe import trust
 
     with tempfile.TemporaryDirectory(prefix="edgecompress-lat-") as tmp:
         path = Path(tmp) / "model.tflite"
         path.write_bytes(data)
-        session = LiteRTRuntime().open(Artifact(path, ModelFormat.TFLITE), "cpu", threads)
-        shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
-        sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-        timing = time_session(session, sample, warmup=5, runs=runs)
-        session.close()
-    return timing.p50
+        trust(path)  # the converter wrote it in this process a moment ago
+        with LiteRTRuntime().open(Artifact(path, ModelFormat.TFLITE), "cpu", threads) as session:
+            shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+            sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+            return time_session(session, sample, warmup=5, runs=runs).p50

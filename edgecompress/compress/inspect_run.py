@@ -6,6 +6,7 @@ can sweep calibration methods and keep-float sets with a per-layer report for ea
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,14 @@ from edgecompress.compress.passes import (
     PASSES,
     Pass,
     PassContext,
+    PassReport,
     PassResult,
+    Role,
     commit_metadata,
     load_source,
     output_metadata,
 )
+from edgecompress.compress.validate import CheckResult
 from edgecompress.errors import DataError, UsageError
 from edgecompress.runtimes.keras_io import KerasModel
 
@@ -94,7 +98,7 @@ def inspect_keras(
     layer_map = LayerMap.of(model)
     layer_map.check(config.keep_float)
     inspected = evaluation if evaluation is not None else calibration
-    samples = ModelInputs(inspected.data.take(config.samples), inspected.input_shape, inspected.preprocessing)
+    samples = dataclasses.replace(inspected, data=inspected.data.take(config.samples))
     samples_from = f"{len(samples)} samples of {'--eval' if evaluation is not None else '--calib'} data"
     ranges = convert.RangeOptions(config.calibration, float(config.percentile))
     if config.format == "tflite":
@@ -170,16 +174,19 @@ class InspectPass(Pass):
     name = "inspect"
     accepts = (ModelFormat.KERAS_H5, ModelFormat.KERAS_V3, ModelFormat.SAVEDMODEL)
     produces = ModelFormat.TFLITE
-    needs_calibration = True
 
     def __init__(self, config: InspectConfig | None = None, **kwargs: Any) -> None:
         self.config = config or InspectConfig(**kwargs)
         self.produces = ModelFormat.ONNX if self.config.format == "onnx" else ModelFormat.TFLITE
 
+    def needs(self) -> frozenset[Role]:
+        return frozenset({Role.CALIBRATION})
+
     def params(self) -> dict[str, Any]:
         return self.config.to_dict()
 
     def apply(self, artifact: Artifact, context: PassContext) -> PassResult:
+        from edgecompress.compress.export import float_reference
         from edgecompress.compress.validate import check_against_source
 
         self.check_input(artifact)
@@ -196,5 +203,15 @@ class InspectPass(Pass):
             metadata = output_metadata(artifact, keras_model, context, "inspect", self.params())
             check = check_against_source(keras_model, Artifact(tmp, self.produces, metadata), "int8", context)
             commit_metadata(output, metadata)
-        report = {"pass": self.name, **self.params(), "inspect": inspected.report.to_dict(), "check": check.to_dict()}
+        report = InspectPassReport(
+            pass_name=self.name, params=self.params(), seconds=inspected.report.seconds, inspect=inspected.report,
+            check=check, float_reference=float_reference(keras_model.model),
+        )  # fmt: skip
         return PassResult(Artifact(output, self.produces, metadata), report)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InspectPassReport(PassReport):
+    #: the per-layer report (pipelines' HTML reports find it under "inspect" in each stage's record)
+    inspect: InspectReport
+    check: CheckResult

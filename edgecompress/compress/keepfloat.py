@@ -12,11 +12,12 @@ kept layer's price is measured at the end: file size and median latency with and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edgecompress.artifacts import Artifact, Metadata, ModelFormat
 from edgecompress.calibration.data import ModelInputs
@@ -25,7 +26,19 @@ from edgecompress.compress.passes import PassContext
 from edgecompress.runtimes.keras_io import KerasModel
 
 if TYPE_CHECKING:
-    from edgecompress.compress.quantize import QuantizeConfig
+    from edgecompress.compress.convert import RangeOptions
+
+
+class QuantizeSettings(Protocol):
+    """What the search reads of a ``QuantizeConfig`` (quantize.py calls this module, not the reverse)."""
+
+    format: Any
+    mode: Any
+    io: Any
+    per_channel: bool
+    max_drop: float | None
+
+    def range_options(self, keep_float: tuple[str, ...] | None = None) -> RangeOptions: ...
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +75,7 @@ class KeepFloatSearch:
 class _Trials:
     """Quantize with a keep-float set and score it; results cached by set."""
 
-    def __init__(self, keras_model: KerasModel, config: QuantizeConfig, context: PassContext, task: str, workdir: Path):
+    def __init__(self, keras_model: KerasModel, config: QuantizeSettings, context: PassContext, task: str, workdir: Path):
         from edgecompress.compress import convert
 
         self.model = keras_model.model
@@ -87,8 +100,7 @@ class _Trials:
     def ranking(self) -> list[str]:
         from edgecompress.compress.inspect import finish_rows
 
-        samples = ModelInputs(self.validation.data.take(RANK_SAMPLES), self.validation.input_shape,
-                              self.validation.preprocessing)  # fmt: skip
+        samples = dataclasses.replace(self.validation, data=self.validation.data.take(RANK_SAMPLES))
         if self.fmt is ModelFormat.TFLITE:
             from edgecompress.compress.inspect_tflite import inspect_tflite
 
@@ -195,7 +207,7 @@ def _key(value: float) -> float:
 
 
 def search_keep_float(
-    keras_model: KerasModel, source: Artifact, config: QuantizeConfig, context: PassContext
+    keras_model: KerasModel, source: Artifact, config: QuantizeSettings, context: PassContext
 ) -> KeepFloatSearch:
     from edgecompress.models.tasks import TASKS, evaluate, infer_task
     from edgecompress.runtimes import open_session

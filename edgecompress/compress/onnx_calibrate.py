@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from edgecompress.calibration.data import ModelInputs
 from edgecompress.calibration.observers import DEFAULT_PERCENTILE, make_observer
 from edgecompress.compress.layermap import LayerMap
 from edgecompress.errors import UsageError, require
+
+if TYPE_CHECKING:
+    from edgecompress.compress.convert import RangeOptions
 
 #: our method name → ONNX Runtime's CalibrationMethod member (mse: ours, stored as MinMax ranges)
 ORT_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "mse": "MinMax"}
@@ -170,13 +173,14 @@ def session_of(model, threads: int | None = None, optimize: bool = True):
 
 def _observed_ranges(float_model, calibration: ModelInputs, method: str, progress_file=None):
     from onnxruntime.quantization.calibrate import TensorsData
-    from tqdm import tqdm
+
+    from edgecompress._progress import progress_bar
 
     names = calibrated_tensors(float_model)
     session = session_of(with_outputs(float_model, names))
     input_name = session.get_inputs()[0].name
     observers = {name: make_observer(method) for name in names}
-    with tqdm(total=len(calibration), desc="calibrating", unit="sample", leave=False, file=progress_file,
+    with progress_bar(total=len(calibration), desc="calibrating", unit="sample", file=progress_file,
               disable=progress_file is None) as bar:  # fmt: skip
         for batch in calibration.batches(16):
             values = session.run(names, {input_name: batch})
@@ -190,3 +194,15 @@ def _observed_ranges(float_model, calibration: ModelInputs, method: str, progres
     from onnxruntime.quantization import CalibrationMethod
 
     return TensorsData(CalibrationMethod.MinMax, ranges)
+
+
+def quantize_with_ranges(
+    float_model, output: Path, mode: str, calibration: ModelInputs, per_channel: bool, ranges: RangeOptions,
+    layer_map: LayerMap, progress: bool = False,
+) -> None:
+    """Static QDQ quantization with our calibration method and the Keras layers ``ranges`` keeps in float."""
+    with native_output_silenced() as terminal:
+        calibrated = calibrate_onnx(float_model, calibration, ranges.method or "minmax", ranges.percentile, mode,
+                                    terminal if progress else None)  # fmt: skip
+    exclude = calibrated.nodes_of(ranges.keep_float, layer_map) if ranges.keep_float else []
+    calibrated.quantize(output, mode, per_channel, exclude)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,8 +113,7 @@ class PruneConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PruneConfig:
-        own = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "finetune"}
-        return cls(**own, finetune=FineTune.from_dict(data))
+        return finetune.config_from_params(cls, data)
 
 
 @dataclass(frozen=True)
@@ -195,13 +195,49 @@ def wrap_prunable(model, config: PruneConfig, schedule) -> tuple[Any, list[str],
     return pruned, wrapped, skipped
 
 
-@PASSES.register("prune", "pruning")
+@dataclass(frozen=True)
+class MagnitudeResult:
+    """Unstructured or 2:4 pruning: the zeros actually left in each pruned kernel."""
+
+    layers: tuple[LayerSparsity, ...]
+    #: weighted layers left dense, and why
+    left_dense: Mapping[str, str]
+    prunable_weights: int
+    measured_sparsity: float
+    #: 2:4 only: every group of 4 input-channel weights holds at least 2 zeros
+    two_four_exact: bool | None = None
+
+
+@dataclass(frozen=True)
+class ChannelsResult:
+    """Channel pruning: the smaller model's parameters, and the surgery's groups."""
+
+    params_before: int
+    params_after: int
+    groups_pruned: int
+    groups_kept_whole: int
+    prunable_channels_before: int
+    prunable_channels_after: int
+    kept_whole_because: Mapping[str, int]
+    layers_without_channel_rule: Mapping[str, str]
+    #: held-out scores straight after the surgery, before fine-tuning (None without held-out data)
+    before_finetune: Mapping[str, float] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneReport(finetune.FineTuneReport):
+    magnitude: MagnitudeResult | None = None
+    channels: ChannelsResult | None = None
+
+
+@PASSES.register("prune")
 class PrunePass(finetune.FineTuningPass):
     name = "prune"
     purpose = "pruning"
+    report_type = PruneReport
 
     def __init__(self, config: PruneConfig | None = None, measure: bool = True, **kwargs: Any) -> None:
-        self.config = config or PruneConfig(**kwargs)
+        self.config = config or finetune.config_from_params(PruneConfig, kwargs)
         self.measure = measure
 
     def params(self) -> dict[str, Any]:
@@ -239,27 +275,17 @@ class PrunePass(finetune.FineTuningPass):
         stripped = tfmot.sparsity.keras.strip_pruning(wrapped_model)
         rows = measure_sparsity(stripped, wrapped)
         total = sum(r.weights for r in rows)
-        details: dict[str, Any] = {
-            "layers": [r.to_dict() for r in rows],
-            "left_dense": skipped,
-            "prunable_weights": total,
-            "measured_sparsity": sum(r.zeros for r in rows) / total,
-        }
+        two_four = None
         if config.structure is Structure.TWO_FOUR:
-            details["two_four_exact"] = all(is_two_four(stripped.get_layer(n).get_weights()[0]) for n in wrapped)
-        return stripped, details
+            two_four = all(is_two_four(stripped.get_layer(n).get_weights()[0]) for n in wrapped)
+        result = MagnitudeResult(tuple(rows), skipped, total, sum(r.zeros for r in rows) / total, two_four)
+        return stripped, {"magnitude": result}
 
     def _channels(self, model, task: str, train, context: PassContext):
         config = self.config
         surgery = prune_channels(model, config.sparsity, config.criterion)
         pruned = surgery.model
-        details: dict[str, Any] = {
-            "params_before": int(model.count_params()),
-            "params_after": int(pruned.count_params()),
-            **surgery.summary(),
-        }
-        if context.validation is not None:
-            details["evaluation_before_finetune"] = finetune.score(pruned, context.validation, task)
+        before = finetune.score(pruned, context.validation, task) if context.validation is not None else None
         ft = config.finetune
         if ft.epochs and config.distill:
             distill_from(model, pruned, task, train, ft, context.progress)
@@ -267,7 +293,11 @@ class PrunePass(finetune.FineTuningPass):
             from edgecompress.models.train import fine_tune
 
             fine_tune(pruned, task, train, ft.epochs, ft.batch_size, ft.lr, context.progress, ft.seed)
-        return pruned, details
+        result = ChannelsResult(
+            int(model.count_params()), int(pruned.count_params()), surgery.groups_pruned, surgery.groups_kept,
+            surgery.channels_before, surgery.channels_after, surgery.kept_reasons, surgery.kept_whole_layers, before,
+        )  # fmt: skip
+        return pruned, {"channels": result}
 
 
 def distill_from(teacher, student, task: str, train, ft: FineTune, progress: bool) -> None:
@@ -293,7 +323,9 @@ def distill_from(teacher, student, task: str, train, ft: FineTune, progress: boo
                   progress)  # fmt: skip
 
 
-def tflite_comparison(source_model, pruned_model, structure: Structure, threads: int = 2, runs: int = 50) -> dict:
+def tflite_comparison(
+    source_model, pruned_model, structure: Structure, threads: int = 2, runs: int = 50
+) -> dict[str, finetune.TFLiteProfile]:
     """Float TFLite of the source and of the pruned model: size, gzip size, MACs, LiteRT latency.
 
     After magnitude pruning the output is converted with the converter's sparsity optimisation (what
@@ -302,8 +334,8 @@ def tflite_comparison(source_model, pruned_model, structure: Structure, threads:
     """
     sparse = structure is not Structure.CHANNELS
     return {
-        "source": finetune.tflite_profile(source_model, threads=threads, runs=runs).to_dict(),
+        "source": finetune.tflite_profile(source_model, threads=threads, runs=runs),
         "output_sparse" if sparse else "output": finetune.tflite_profile(
             pruned_model, optimize_sparsity=sparse, threads=threads, runs=runs
-        ).to_dict(),
+        ),
     }

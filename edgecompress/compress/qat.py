@@ -24,6 +24,7 @@ import enum
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,19 +34,24 @@ import numpy as np
 from edgecompress._env import import_tensorflow, import_tf_keras, native_output_silenced
 from edgecompress.artifacts import Artifact, ModelFormat, atomic_path
 from edgecompress.compress import convert
+from edgecompress.compress.export import float_reference
 from edgecompress.compress.passes import (
     PASSES,
+    CalibrationInfo,
     Pass,
     PassContext,
+    PassReport,
     PassResult,
+    Role,
     commit_metadata,
     load_source,
     output_metadata,
 )
 from edgecompress.compress.qat_ranges import initialize_ranges
+from edgecompress.compress.runner import Scores
 from edgecompress.compress.tflite_graph import bias_scale_errors, weight_sparsity
 from edgecompress.compress.tflite_graph import max_unique_per_output_channel as tflite_unique_per_channel
-from edgecompress.compress.validate import check_against_source
+from edgecompress.compress.validate import CheckResult, check_against_source
 from edgecompress.errors import DataError, UnsupportedError, UsageError, ValidationError, require
 from edgecompress.runtimes.keras_io import KerasModel, to_tf_keras
 
@@ -308,10 +314,19 @@ def prepare(model, config: QATConfig):
             chosen[layer.name] = {"layer": type(layer).__name__, "config": kind}
             return qkeras.quantize_annotate_layer(layer, cfg.CONFIGS[kind]())
         if cfg.tfmot_supports(layer) or type(layer).__name__ == "BatchNormalization":
+            if preserving is not None and not preserving.supports(layer) and default_registry.supports(layer):
+                # The preserve scheme has no rule for this layer (Conv2DTranspose, …): quantize it
+                # the default way, so the rest of the model keeps its sparsity or clusters.
+                chosen[layer.name] = {"layer": type(layer).__name__, "config": f"default 8-bit ({config.preserve.value} "
+                                      "not preserved: the preserve scheme has no rule for this layer)"}  # fmt: skip
+                return qkeras.quantize_annotate_layer(layer, default_registry.get_quantize_config(layer))
             return qkeras.quantize_annotate_layer(layer)
         unsupported.append(f"{layer.name} ({_describe(layer)})")
         return layer
 
+    scheme = _scheme(tfmot, config.preserve)
+    preserving = scheme.get_quantize_registry() if config.preserve is not Preserve.NONE else None
+    default_registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme().get_quantize_registry()
     annotated = tf_keras.models.clone_model(model, clone_function=annotate)
     if unsupported:
         first = unsupported[0].split(" ")[0]
@@ -320,7 +335,6 @@ def prepare(model, config: QATConfig):
             f"leave them in float during training with --skip-layer {first} (repeatable; the converter then "
             "quantizes them post-training where TFLite has an int8 kernel), or replace them with built-in layers",
         )
-    scheme = _scheme(tfmot, config.preserve)
     try:
         with native_output_silenced(), qkeras.quantize_scope(cfg.custom_objects()):
             # No 'quant_' prefix: output names must stay the model's own, since runtimes order a
@@ -453,32 +467,68 @@ def max_unique_per_output_channel(model) -> int:
     return max(counts, default=0)
 
 
-@PASSES.register("qat", "quantization_aware_training")
+@dataclass(frozen=True)
+class TrainingInfo:
+    samples: int
+    source: str
+    final_loss: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class QATReport(PassReport):
+    task: str
+    training: TrainingInfo
+    #: the converter's representative data: a seeded subset of the training data
+    calibration: CalibrationInfo
+    activation_ranges_initialised: int
+    #: nested models inlined and TF op calls rewritten as layers before TFMOT saw the model
+    flattened: Mapping[str, list[str]]
+    #: layers that got one of our QuantizeConfigs: name → {layer, config}
+    our_configs: Mapping[str, Mapping[str, str]]
+    inputs_reordered_by_tfmot: tuple[str, ...]
+    #: fraction of zero conv/dense weights: "source" (Keras) and "int8_tflite"
+    weight_sparsity: Mapping[str, float]
+    seconds_training: float
+    check: CheckResult
+    #: with ``compare``: post-training int8 of the source on the same representative samples, scored
+    #: on the held-out data in LiteRT
+    ptq_int8: Scores | None = None
+    #: preserve=clusters: most distinct values in one output channel, source and int8 file
+    max_unique_weights_per_output_channel: Mapping[str, int] | None = None
+
+
+@PASSES.register("qat")
 class QATPass(Pass):
     """Fine-tune with fake quantization, then convert to full-int8 TFLite.
 
-    ``context.calibration`` is the *training* data (with targets); it also feeds the converter's
-    representative dataset. ``context.validation`` (held out) is used for the export check only.
+    It trains on ``context.train``; a seeded subset of that training data is the converter's
+    representative dataset (the ranges QAT did not learn), so QAT needs no calibration role.
+    ``context.validation`` (held out) serves the export check.
     """
 
     name = "qat"
     accepts = (ModelFormat.KERAS_H5, ModelFormat.KERAS_V3, ModelFormat.SAVEDMODEL)
     produces = ModelFormat.TFLITE
-    needs_calibration = True
 
-    def __init__(self, config: QATConfig | None = None, **kwargs: Any) -> None:
+    def needs(self) -> frozenset[Role]:
+        return frozenset({Role.TRAIN})
+
+    def __init__(self, config: QATConfig | None = None, compare: bool = False, **kwargs: Any) -> None:
         self.config = config or QATConfig(**kwargs)
+        #: also convert the source post-training (same representative samples) and score it on the
+        #: held-out data, so the report shows what QAT bought; off in recipes, which sweep PTQ anyway
+        self.compare = compare
 
     def params(self) -> dict[str, Any]:
         return self.config.to_dict()
 
     def apply(self, artifact: Artifact, context: PassContext) -> PassResult:
-        from edgecompress.models.tasks import infer_task
+        from edgecompress.models.tasks import task_of
         from edgecompress.models.train import train_model
 
         self.check_input(artifact)
         config = self.config
-        train = context.train or context.calibration  # recipes fill .train; the CLI passes --data
+        train = context.train
         if train is None or train.data.kind is None:
             raise DataError("QAT needs labelled training data", "pass --data (class folders, .npz with targets, 'digits', …)")
         started = time.perf_counter()
@@ -487,9 +537,7 @@ class QATPass(Pass):
         flat, changes = flatten(keras_model.model)
         sparsity_before = kernel_sparsity(flat)
         qat_model, chosen, reordered = prepare(flat, config)
-        task = artifact.metadata.task or infer_task(source.output_shape)
-        if task == "unknown":
-            raise DataError("cannot tell which loss fits this model", "record the task in the model's metadata sidecar")
+        task = task_of(artifact.metadata.task, [tuple(t.shape) for t in source.model.outputs])
         representative = type(train).build(train.data.take(config.calibration_samples, config.seed),
                                            train.input_shape, train.preprocessing)  # fmt: skip
         ranges = initialize_ranges(flat, qat_model, representative.batches(config.batch_size)) if config.init_ranges else {}
@@ -510,23 +558,37 @@ class QATPass(Pass):
             )
             commit_metadata(output, metadata)
         result = Artifact(output, self.produces, metadata)
-        report = {
-            "pass": self.name,
-            **self.params(),
-            "task": task,
-            "training": {"samples": len(train), "source": train.source, "final_loss": history.get("loss", [None])[-1]},
-            "calibration": {"samples": len(representative), "source": f"{train.source} (the training data)"},
-            "activation_ranges_initialised": len(ranges),
-            "flattened": changes,
-            "our_configs": chosen,
-            "inputs_reordered_by_tfmot": reordered,
-            "weight_sparsity": {"source": sparsity_before, "int8_tflite": weight_sparsity(data)},
-            "seconds_training": trained_seconds,
-            "seconds": time.perf_counter() - started,
-            "check": check.to_dict(),
-        }
+        kept = None
         if config.preserve is Preserve.CLUSTERS:
-            report["max_unique_weights_per_output_channel"] = {
-                "source": max_unique_per_output_channel(flat), "int8_tflite": tflite_unique_per_channel(data),
-            }  # fmt: skip
+            kept = {"source": max_unique_per_output_channel(flat), "int8_tflite": tflite_unique_per_channel(data)}
+        ptq = self._ptq_baseline(keras_model.model, representative, context, task) if self.compare else None
+        report = QATReport(
+            pass_name=self.name, params=self.params(), seconds=time.perf_counter() - started, task=task,
+            training=TrainingInfo(len(train), train.source, history.get("loss", [None])[-1]),
+            calibration=CalibrationInfo(len(representative), f"{train.source} (the training data)"),
+            activation_ranges_initialised=len(ranges), flattened=changes, our_configs=chosen,
+            inputs_reordered_by_tfmot=tuple(reordered),
+            weight_sparsity={"source": sparsity_before, "int8_tflite": weight_sparsity(data)},
+            seconds_training=trained_seconds, check=check, ptq_int8=ptq, max_unique_weights_per_output_channel=kept,
+            float_reference=float_reference(source.model),
+        )  # fmt: skip
         return PassResult(result, report)
+
+    @staticmethod
+    def _ptq_baseline(model, representative, context: PassContext, task: str) -> Scores | None:
+        """Post-training int8 of the source, calibrated on QAT's own representative samples."""
+        if context.validation is None:
+            return None
+        import tempfile
+
+        from edgecompress.models.tasks import evaluate
+        from edgecompress.runtimes.litert import LiteRTRuntime
+        from edgecompress.runtimes.probe import trust
+
+        data = convert.keras_to_tflite(model, "int8", representative, per_channel=True, io="float")
+        with tempfile.TemporaryDirectory(prefix="edgecompress-ptq-") as tmp:
+            path = Path(tmp) / "ptq.int8.tflite"
+            path.write_bytes(data)
+            trust(path)  # the converter wrote it in this process a moment ago
+            with LiteRTRuntime().open(Artifact(path, ModelFormat.TFLITE)) as session:
+                return Scores("litert", evaluate(session, context.validation, task), len(data))

@@ -9,26 +9,35 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgecompress.artifacts import Artifact, Metadata, ModelFormat, atomic_path
+from edgecompress.artifacts import Artifact, InputSpec, Metadata, ModelFormat, atomic_path
 from edgecompress.calibration.observers import DEFAULT_PERCENTILE
 from edgecompress.compress import convert
-from edgecompress.compress.export import OutputFormat
+from edgecompress.compress.export import OutputFormat, float_reference
 from edgecompress.compress.layermap import LayerMap
 from edgecompress.compress.passes import (
     PASSES,
+    CalibrationInfo,
     Pass,
     PassContext,
+    PassReport,
     PassResult,
+    Role,
     commit_metadata,
     load_source,
     output_metadata,
 )
-from edgecompress.compress.validate import check_against_source
-from edgecompress.errors import DataError, UsageError
+from edgecompress.compress.validate import CheckResult, check_against_source
+from edgecompress.errors import DataError, UnsupportedError, UsageError
+
+if TYPE_CHECKING:
+    from edgecompress.compress.bias_correct import BiasCorrectionResult
+    from edgecompress.compress.equalize import EqualizeResult
+    from edgecompress.compress.keepfloat import KeepFloatSearch
 
 
 class QuantMode(str, enum.Enum):
@@ -98,10 +107,9 @@ class QuantizeConfig:
             raise UsageError(f"percentile must be in (50, 100], not {self.percentile}", "e.g. --percentile 99.99")
         if self.relu6 not in ("replace", "skip"):
             raise UsageError(f"relu6 must be 'replace' or 'skip', not '{self.relu6}'", "use relu6=replace")
-        static = str(getattr(self.mode, "value", self.mode)).lower() in ("int8", "int16x8")
         asked = [name for name, on in (("--calibration", self.calibration is not None), ("--keep-float", self.keep_float),
                                        ("--auto-keep-float", self.auto_keep_float)) if on]  # fmt: skip
-        if asked and not static:
+        if asked and not self.mode.needs_calibration:
             raise UsageError(f"{asked[0]} applies to --mode int8 or int16x8 only", "add --mode int8 --calib DATA")
         if self.auto_keep_float and self.max_drop is None:
             raise UsageError("--auto-keep-float needs --max-drop POINTS", "e.g. --max-drop 0.5")
@@ -114,6 +122,13 @@ class QuantizeConfig:
     def custom_ranges(self) -> bool:
         """Whether our calibration route is needed (else the converter's own is used, as before)."""
         return self.calibration is not None or bool(self.keep_float) or self.auto_keep_float
+
+    @property
+    def accuracy_options(self) -> list[str]:
+        """The accuracy tools asked for, as the CLI names them (they work on Keras sources only)."""
+        return [name for name, on in (("--calibration", self.calibration is not None), ("--keep-float", self.keep_float),
+                                      ("--auto-keep-float", self.auto_keep_float), ("--equalize", self.equalize),
+                                      ("--bias-correction", self.bias_correction)) if on]  # fmt: skip
 
     def range_options(self, keep_float: tuple[str, ...] | None = None):
         from edgecompress.compress.convert import RangeOptions
@@ -157,19 +172,53 @@ def choose_mode(requested: str | None, has_calibration: bool) -> tuple[QuantMode
     return QuantMode.DYNAMIC, "no calibration data was given, so dynamic range (pass --calib for full int8)"
 
 
-@PASSES.register("quantize", "ptq")
+@dataclass(frozen=True, kw_only=True)
+class QuantizeReport(PassReport):
+    calibration: CalibrationInfo | None
+    check: CheckResult
+    #: what the quantizer of a .tflite/.onnx source reports (ai-edge-quantizer recipe, ONNX Runtime options)
+    backend: Mapping[str, Any] | None = None
+    #: our activation-range method ("percentile 99.99"); None: the converter's / ONNX Runtime's own min/max
+    calibration_method: str | None = None
+    #: the weight fixes applied to the Keras model before conversion (also in the output's lineage)
+    fixes: WeightFixes | None = None
+    #: what ``auto_keep_float`` tried and found (the layers kept are in ``keep_float_found`` of the lineage)
+    keep_float_search: KeepFloatSearch | None = None
+
+
+@dataclass(frozen=True)
+class WeightFixes:
+    equalize: EqualizeResult | None = None
+    bias_correction: BiasCorrectionResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v.to_dict() for k, v in (("equalize", self.equalize), ("bias_correction", self.bias_correction)) if v}
+
+
+#: float model files quantized by their own format's tools (ai-edge-quantizer, ONNX Runtime)
+FILE_SOURCES = (ModelFormat.TFLITE, ModelFormat.ONNX)
+
+
+def default_format(source_format: ModelFormat) -> OutputFormat:
+    """The output format when none is asked for: an ONNX source stays ONNX, everything else becomes TFLite."""
+    return OutputFormat.ONNX if source_format is ModelFormat.ONNX else OutputFormat.TFLITE
+
+
+@PASSES.register("quantize")
 class QuantizePass(Pass):
     name = "quantize"
-    accepts = (ModelFormat.KERAS_H5, ModelFormat.KERAS_V3, ModelFormat.SAVEDMODEL)
+    accepts = (ModelFormat.KERAS_H5, ModelFormat.KERAS_V3, ModelFormat.SAVEDMODEL, *FILE_SOURCES)
     produces = ModelFormat.TFLITE
 
     def __init__(self, config: QuantizeConfig | None = None, **kwargs: Any) -> None:
         self.config = config or QuantizeConfig(**kwargs)
         self.produces = ModelFormat.ONNX if self.config.format is OutputFormat.ONNX else ModelFormat.TFLITE
 
-    @property
-    def needs_calibration(self) -> bool:
-        return self.config.mode.needs_calibration or self.config.bias_correction
+    def needs(self) -> frozenset[Role]:
+        config = self.config
+        roles = {Role.CALIBRATION} if config.mode.needs_calibration or config.bias_correction else set()
+        # the keep-float search measures the metric drop: held-out data, never the calibration set
+        return frozenset(roles | ({Role.VALIDATION} if config.auto_keep_float else set()))
 
     def params(self) -> dict[str, Any]:
         return self.config.to_dict()
@@ -182,6 +231,11 @@ class QuantizePass(Pass):
                 f"--mode {config.mode.value} needs calibration data to set activation ranges",
                 "pass --calib DIR|FILE.npz|digits (random data would give plausible-looking but wrong ranges)",
             )
+        if artifact.format in FILE_SOURCES:
+            if config.accuracy_options:
+                raise UsageError(f"{config.accuracy_options[0]} works on Keras sources only, not .{artifact.format.value}",
+                                 "quantize the float Keras model instead")  # fmt: skip
+            return self._apply_file(artifact, context)
         if config.bias_correction and context.calibration is None:
             raise DataError("--bias-correction needs calibration data", "pass --calib DIR|FILE.npz|digits")
         if config.auto_keep_float and context.validation is None:
@@ -191,7 +245,7 @@ class QuantizePass(Pass):
         LayerMap.of(keras_model.model).check(config.keep_float)
         calibration = context.calibration if config.mode.needs_calibration else None
         if config.equalize or config.bias_correction:
-            # Loaded models are shared (runtimes/keras_io.py caches the last one): fix a copy.
+            # Loaded models are shared (the runner's copy, runtimes/keras_io.py's cache): fix a private copy.
             from edgecompress.compress.finetune import private_copy
             from edgecompress.runtimes.keras_io import KerasModel
 
@@ -204,57 +258,121 @@ class QuantizePass(Pass):
 
             search = search_keep_float(keras_model, artifact, config, context)
             config = replace(config, keep_float=search.kept, auto_keep_float=False, max_drop=None)
+        ranges = config.range_options() if config.custom_ranges else None
         output = Path(context.output)
         with atomic_path(output) as tmp:
             if config.format is OutputFormat.TFLITE:
                 data = convert.keras_to_tflite(
                     keras_model.model, config.mode.value, calibration, config.per_channel, config.io.value,
-                    progress=context.progress, ranges=config.range_options() if config.custom_ranges else None,
+                    progress=context.progress, ranges=ranges,
                 )
                 tmp.write_bytes(data)
             else:
                 proto = convert.keras_to_onnx(keras_model.model)
-                convert.onnx_quantize(
-                    proto, config.mode.value, tmp, calibration, config.per_channel, progress=context.progress,
-                    ranges=config.range_options() if config.custom_ranges else None,
-                    layer_map=LayerMap.of(keras_model.model),
-                )
+                if ranges is not None and config.mode.needs_calibration:
+                    from edgecompress.compress.onnx_calibrate import quantize_with_ranges
+
+                    quantize_with_ranges(proto, tmp, config.mode.value, calibration, config.per_channel, ranges,
+                                         LayerMap.of(keras_model.model), context.progress)  # fmt: skip
+                else:
+                    convert.onnx_quantize(
+                        proto, config.mode.value, tmp, calibration, config.per_channel, progress=context.progress
+                    )
             seconds = time.perf_counter() - started
-            params = {**self.params(), **({"fixes": fixes} if fixes else {})}
+            params = {**self.params(), **({"fixes": fixes.to_dict()} if fixes else {})}
             if search is not None:
                 params["keep_float_found"] = list(search.kept)
             metadata: Metadata = output_metadata(artifact, keras_model, context, "quantize", params)
             check = check_against_source(keras_model, Artifact(tmp, self.produces, metadata), config.mode.value, context)
             commit_metadata(output, metadata)
         result = Artifact(output, self.produces, metadata)
-        report = {
-            "pass": self.name,
-            **self.params(),
-            "calibration": (
-                {"samples": len(calibration), "source": calibration.source} if calibration is not None else None
-            ),
-            "seconds": seconds,
-            "check": check.to_dict(),
-        }
-        if config.calibration is not None:
-            method = config.calibration + (f" {config.percentile}" if config.calibration == "percentile" else "")
-            report["calibration_method"] = method
-        if fixes:
-            report["fixes"] = fixes
-        if search is not None:
-            report["keep_float_search"] = search.to_dict()
+        report = QuantizeReport(
+            pass_name=self.name, params=self.params(), seconds=seconds, calibration=CalibrationInfo.of(calibration),
+            check=check, float_reference=float_reference(keras_model.model), fixes=fixes, keep_float_search=search,
+            calibration_method=_method(config),
+        )  # fmt: skip
         return PassResult(result, report)
 
+    def _apply_file(self, artifact: Artifact, context: PassContext) -> PassResult:
+        """A float .tflite (ai-edge-quantizer) or .onnx (ONNX Runtime) source: same checks and sidecar."""
+        from edgecompress.compress.validate import check_against_file
+        from edgecompress.models.inputs import input_spec_of, output_shapes_of
+        from edgecompress.runtimes.probe import probe
 
-def weight_fixes(model, config: QuantizeConfig, calibration) -> dict[str, Any]:
+        config = self.config
+        tflite = artifact.format is ModelFormat.TFLITE
+        if tflite:
+            from edgecompress.compress import quantize_tflite as backend
+        else:
+            from edgecompress.compress import quantize_onnx as backend
+        refused = backend.unavailable_reason(config.mode.value, config.io.value, config.format.value)
+        if refused:
+            raise UnsupportedError(*refused)
+        # Untrusted bytes: open them in a time-limited child before any parser here reads them.
+        probe("litert" if tflite else "onnxruntime", artifact.path)
+        spec = input_spec_of(artifact, context.trust_model, context.layout)
+        calibration = context.calibration if config.mode.needs_calibration else None
+        started = time.perf_counter()
+        output = Path(context.output)
+        with atomic_path(output) as tmp:
+            if tflite:
+                data = artifact.path.read_bytes()
+                backend.check_float_source(data, str(artifact.path))
+                quantized, details = backend.quantize_tflite(
+                    data, config.mode.value, calibration, config.per_channel, config.io.value, context.progress
+                )
+                tmp.write_bytes(quantized)
+            else:
+                details = backend.quantize_onnx(
+                    artifact.path, tmp, config.mode.value, calibration, config.per_channel, context.progress
+                )
+            seconds = time.perf_counter() - started
+            metadata = file_output_metadata(artifact, spec, output_shapes_of(artifact), context, self.params())
+            check = check_against_file(
+                artifact, Artifact(tmp, self.produces, metadata), config.mode.value, context, spec.shape, spec.layout
+            )
+            commit_metadata(output, metadata)
+        report = QuantizeReport(
+            pass_name=self.name, params=self.params(), seconds=seconds, calibration=CalibrationInfo.of(calibration),
+            check=check, backend=details,
+            float_reference={"bytes": artifact.size_bytes, "what": f"the float .{artifact.format.value} source itself"},
+        )  # fmt: skip
+        return PassResult(Artifact(output, self.produces, metadata), report)
+
+
+def file_output_metadata(
+    artifact: Artifact, spec: InputSpec, output_shapes: list, context: PassContext, params: dict[str, Any]
+) -> Metadata:
+    """The sidecar of a model quantized from a .tflite/.onnx: its input spec with layout, preprocessing, task."""
+    from edgecompress.models.tasks import infer_task
+
+    source = artifact.metadata
+    return source.with_step(
+        artifact.lineage_step("quantize", params),
+        task=source.task or infer_task(tuple(output_shapes[0][1:])),
+        inputs=(spec,),
+        preprocessing=context.preprocessing or source.preprocessing,
+        extra={**source.extra, "source_format": artifact.format.value},
+    )
+
+
+def _method(config: QuantizeConfig) -> str | None:
+    if config.calibration is None:
+        return None
+    return config.calibration + (f" {config.percentile}" if config.calibration == "percentile" else "")
+
+
+def weight_fixes(model, config: QuantizeConfig, calibration) -> WeightFixes | None:
     """Equalization then bias correction, in place on a private copy of the model; what each did."""
-    fixes: dict[str, Any] = {}
+    if not (config.equalize or config.bias_correction):
+        return None
+    equalized = corrected = None
     if config.equalize:
         from edgecompress.compress.equalize import equalize
 
-        fixes["equalize"] = equalize(model, relu6=config.relu6).to_dict()
+        equalized = equalize(model, relu6=config.relu6)
     if config.bias_correction:
         from edgecompress.compress.bias_correct import bias_correct
 
-        fixes["bias_correction"] = bias_correct(model, calibration, per_channel=config.per_channel).to_dict()
-    return fixes
+        corrected = bias_correct(model, calibration, per_channel=config.per_channel)
+    return WeightFixes(equalized, corrected)

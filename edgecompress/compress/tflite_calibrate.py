@@ -267,11 +267,11 @@ def run_batches(interpreter, calibration: ModelInputs, batch: int) -> Iterable[i
 
 def observe(data: bytes, calibration: ModelInputs, observers: dict, progress_file=None, threads=None) -> None:
     """Feed every observed tensor of a float model, batch by batch, to its observer."""
-    from tqdm import tqdm
+    from edgecompress._progress import progress_bar
 
     batch = batch_size_for(data)
     interpreter = float_interpreter(data, batch, threads)
-    with tqdm(total=len(calibration), desc="calibrating", unit="sample", leave=False, file=progress_file,
+    with progress_bar(total=len(calibration), desc="calibrating", unit="sample", file=progress_file,
               disable=progress_file is None) as bar:  # fmt: skip
         for real in run_batches(interpreter, calibration, batch):
             for index, observer in observers.items():

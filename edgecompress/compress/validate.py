@@ -108,10 +108,9 @@ def check_inputs(keras_model: KerasModel, context: PassContext, metadata: Metada
     for data, label in ((context.validation, "evaluation samples"), (context.calibration, "calibration samples")):
         if data is not None:
             return next(data.batches(CHECK_SAMPLES)), label
-    shape = tuple(int(d) for d in keras_model.input_shape)
-    if len(shape) == 3:
-        return random_inputs(shape, metadata.preprocessing or Preprocessing(), CHECK_SAMPLES), "random inputs"
-    return np.random.default_rng(0).standard_normal((CHECK_SAMPLES, *shape)).astype(np.float32), "random inputs"
+    shape = tuple(-1 if d is None else int(d) for d in keras_model.input_shape)
+    # Random pixels through the preprocessing for an image input; standard-normal values for any other.
+    return random_inputs(shape, metadata.preprocessing or Preprocessing(), CHECK_SAMPLES), "random inputs"
 
 
 def check_against_source(keras_model: KerasModel, output: Artifact, mode: str, context: PassContext) -> CheckResult:
@@ -122,6 +121,33 @@ def check_against_source(keras_model: KerasModel, output: Artifact, mode: str, c
     x, inputs_from = check_inputs(keras_model, context, output.metadata)
     expected = keras_model.model(x, training=False)
     expected = [np.asarray(e) for e in (expected if isinstance(expected, list | tuple) else [expected])]
+    with open_session(output) as session:
+        got = session.run(x)
+    result = compare_outputs(expected, got, mode, inputs_from)
+    require_match(result, f"the {mode} {output.format.value} model")
+    return result
+
+
+def check_against_file(
+    source: Artifact, output: Artifact, mode: str, context: PassContext, shape: tuple[int, ...], layout: str
+) -> CheckResult:
+    """The check for a .tflite/.onnx source: the source file, run in its own runtime, is the reference.
+
+    Both files were probed (or written here) before this runs, so they open in-process.
+    """
+    from edgecompress.runtimes import open_session
+    from edgecompress.runtimes.probe import trust
+
+    trust(output.path)  # written by the quantizer in this process a moment ago
+    x, inputs_from = None, "random inputs"
+    for data, label in ((context.validation, "evaluation samples"), (context.calibration, "calibration samples")):
+        if data is not None:
+            x, inputs_from = next(data.batches(CHECK_SAMPLES)), label
+            break
+    if x is None:
+        x = random_inputs(shape, output.metadata.preprocessing or Preprocessing(), CHECK_SAMPLES, layout=layout)
+    with open_session(source, trust_model=context.trust_model) as session:
+        expected = session.run(x)
     with open_session(output) as session:
         got = session.run(x)
     result = compare_outputs(expected, got, mode, inputs_from)

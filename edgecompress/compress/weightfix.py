@@ -7,12 +7,27 @@ converting; these passes write the fixed float model instead, with the fix in it
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from edgecompress.artifacts import Artifact, ModelFormat
 from edgecompress.compress.finetune import KERAS_OUTPUTS, private_copy, write_output
-from edgecompress.compress.passes import PASSES, Pass, PassContext, PassResult
+from edgecompress.compress.passes import PASSES, Pass, PassContext, PassReport, PassResult, Role
 from edgecompress.errors import DataError, UsageError
+
+if TYPE_CHECKING:
+    from edgecompress.compress.bias_correct import BiasCorrectionResult
+    from edgecompress.compress.equalize import EqualizeResult
+
+
+@dataclass(frozen=True, kw_only=True)
+class EqualizeReport(PassReport):
+    result: EqualizeResult
+
+
+@dataclass(frozen=True, kw_only=True)
+class BiasCorrectReport(PassReport):
+    result: BiasCorrectionResult
 
 
 @PASSES.register("equalize", "cle")
@@ -37,9 +52,11 @@ class EqualizePass(Pass):
         self.check_input(artifact)
         started = time.perf_counter()
         source, model = private_copy(artifact, context)
-        details = equalize(model, relu6=self.relu6).to_dict()
-        result = write_output(model, artifact, source, context, self.name, {**self.params(), "result": details})
-        return PassResult(result, {"pass": self.name, **self.params(), **details, "seconds": time.perf_counter() - started})
+        done = equalize(model, relu6=self.relu6)
+        result = write_output(model, artifact, source, context, self.name, {**self.params(), "result": done.to_dict()})
+        report = EqualizeReport(pass_name=self.name, params=self.params(), seconds=time.perf_counter() - started,
+                                result=done)  # fmt: skip
+        return PassResult(result, report)
 
 
 @PASSES.register("bias_correct", "bias_correction")
@@ -49,10 +66,12 @@ class BiasCorrectPass(Pass):
     name = "bias_correct"
     accepts = KERAS_OUTPUTS
     produces = ModelFormat.KERAS_H5
-    needs_calibration = True
 
     def __init__(self, per_channel: bool = True) -> None:
         self.per_channel = bool(per_channel)
+
+    def needs(self) -> frozenset[Role]:
+        return frozenset({Role.CALIBRATION})
 
     def params(self) -> dict[str, Any]:
         return {"per_channel": self.per_channel}
@@ -65,6 +84,8 @@ class BiasCorrectPass(Pass):
             raise DataError("bias correction needs calibration data", "pass --calib DIR|FILE.npz|digits")
         started = time.perf_counter()
         source, model = private_copy(artifact, context)
-        details = bias_correct(model, context.calibration, self.per_channel).to_dict()
-        result = write_output(model, artifact, source, context, self.name, {**self.params(), "result": details})
-        return PassResult(result, {"pass": self.name, **self.params(), **details, "seconds": time.perf_counter() - started})
+        done = bias_correct(model, context.calibration, self.per_channel)
+        result = write_output(model, artifact, source, context, self.name, {**self.params(), "result": done.to_dict()})
+        report = BiasCorrectReport(pass_name=self.name, params=self.params(), seconds=time.perf_counter() - started,
+                                   result=done)  # fmt: skip
+        return PassResult(result, report)

@@ -24,6 +24,7 @@ from edgecompress.calibration import preprocessing as preprocessing_module
 from edgecompress.calibration.preprocessing import Preprocessing
 from edgecompress.deploy.checks import Finding, ModelFacts, model_facts, run_checks
 from edgecompress.deploy.readme import render_readme
+from edgecompress.deploy.reference import write_android_test, write_reference
 from edgecompress.deploy.targets import Target, get_target
 from edgecompress.errors import UsageError, require
 
@@ -96,19 +97,29 @@ def build_bundle(
     output: str | os.PathLike,
     archive: bool = False,
     force: bool = False,
+    preprocessing: dict | None = None,
 ) -> BundleReport:
-    """Check the model for the target and write a self-contained bundle directory (and a .tar.gz)."""
+    """Check the model for the target and write a self-contained bundle directory (and a .tar.gz).
+
+    ``preprocessing`` (scale, offset, mean, std, color) is for a model without a sidecar; options beat
+    the sidecar, as in `compress quantize`.
+    """
     chosen = get_target(target)
     artifact = open_deployable(model)
+    if preprocessing:
+        import dataclasses
+
+        from edgecompress.models.inputs import resolve_preprocessing
+
+        resolved = resolve_preprocessing(artifact, preprocessing)
+        if resolved.origin == "options":
+            metadata = dataclasses.replace(artifact.metadata, preprocessing=resolved.preprocessing,
+                                           extra={**artifact.metadata.extra, "preprocessing_origin": "options"})  # fmt: skip
+            artifact = dataclasses.replace(artifact, metadata=metadata)
     output = Path(output)
     archive_path = output.with_name(output.name + ".tar.gz") if archive else None
     _check_output(output, artifact, archive_path, force)
     inputs, outputs = io_tensors(artifact)
-    if len(inputs.shape) != 4:
-        raise UsageError(
-            f"the model input {inputs.shape} is not an image batch (N, H, W, C)",
-            "bundles run image models; call the LiteRT interpreter directly for other inputs",
-        )
     facts = model_facts(artifact, inputs.dtype, tuple(o.dtype for o in outputs))
     findings = tuple(run_checks(artifact, facts, chosen))
     for finding in findings:
@@ -117,7 +128,7 @@ def build_bundle(
     with atomic_path(output) as tmp:
         tmp.mkdir()
         _write_bundle(tmp, output.name, artifact, chosen, facts, findings, inputs, outputs)
-        files = tuple(sorted(p.name for p in tmp.iterdir()))
+        files = tuple(sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()))
     if archive_path is not None:
         with atomic_path(archive_path) as tmp_archive, tarfile.open(tmp_archive, "w:gz") as tar:
             tar.add(output, arcname=output.name)
@@ -177,7 +188,9 @@ def _write_bundle(
     requirements = target.requirements(facts.binarized)
     (directory / "requirements.txt").write_text("\n".join(requirements) + "\n")
     metadata = artifact.metadata.to_dict()
-    pre_origin = "model metadata" if artifact.metadata.preprocessing else "assumed default"
+    pre_origin = artifact.metadata.extra.get("preprocessing_origin") or (
+        "model metadata" if artifact.metadata.preprocessing else "assumed default"
+    )
     if metadata["preprocessing"] is None:
         metadata["preprocessing"] = Preprocessing().to_dict()
     from edgecompress import __version__
@@ -198,9 +211,16 @@ def _write_bundle(
         "requirements": [r for r in requirements if not r.startswith("#")],
         "warnings": [f.to_dict() for f in findings],
     }
+    # Before the metadata is written (it records the self-check) and before any manifest of the files.
+    metadata["deploy"]["self_check"] = write_reference(directory, metadata)
+    if target.name == "android":
+        write_android_test(directory)
     (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-    _, height, width, channels = inputs.shape
-    # A smoke-test input in the no-extra-dependency format: raw uint8 pixels of the model's size.
-    sample = np.random.default_rng(0).integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+    if len(inputs.shape) == 4 and inputs.shape[-1] in (1, 3):
+        _, height, width, channels = inputs.shape
+        # A smoke-test input in the no-extra-dependency format: raw uint8 pixels of the model's size.
+        sample = np.random.default_rng(0).integers(0, 256, size=(height, width, channels), dtype=np.uint8)
+    else:  # not an image (audio features, vectors…): a float model input of its shape
+        sample = np.random.default_rng(0).standard_normal(inputs.shape[1:]).astype(np.float32)
     np.save(directory / SAMPLE_FILE, sample)
     (directory / "README.md").write_text(render_readme(name, target, metadata, findings))

@@ -7,6 +7,13 @@ from edgecompress.deploy.targets import LITERT_PIN, TFLITE_RUNTIME_PIN, Target
 
 #: the Interpreter API on Android ships in LiteRT 1.x (org.tensorflow.lite.Interpreter), minSdk 21
 ANDROID_LITERT = "com.google.ai.edge.litert:litert:1.4.1"
+SELF_CHECK = (
+    "`run.py --self-check` verifies every file against `manifest.json`, runs the four images in `reference/` and "
+    "compares the outputs with the ones edgecompress measured: `identical (int8)`, or the largest difference "
+    "against the tolerance; it exits 1 on a mismatch. With tflite-runtime it also prints how far that package's own "
+    "int8 kernels are from ai-edge-litert's (not judged: they are other kernels); LiteRT's reference kernels must "
+    "agree exactly with either package.\n"
+)
 ANDROID_BENCHMARK_URL = (
     "https://storage.googleapis.com/tensorflow-nightly-public/prod/tensorflow/release/lite/tools/nightly/latest/"
     "android_aarch64_benchmark_model"
@@ -60,9 +67,11 @@ def _steps(name: str, target: Target, deploy: dict) -> str:
             f"cd ~/{name}\n"
             "python3 -m venv .venv && . .venv/bin/activate\n"
             "pip install -r requirements.txt\n"
+            "python3 run.py --self-check                   # this copy computes what edgecompress measured?\n"
             "python3 run.py sample.npy                     # smoke test, needs nothing else\n"
             "python3 bench.py --threads 4                  # latency p50/p90 on the Pi\n"
             "```\n\n"
+            + SELF_CHECK +
             f"`{LITERT_PIN}` installs on 64-bit Raspberry Pi OS with Python >= 3.10. Where it does not, install "
             f"`{TFLITE_RUNTIME_PIN}` instead (aarch64, Bookworm); `run.py` picks whichever interpreter is installed. "
             "There are no wheels of either for 32-bit (armv7) images.\n"
@@ -85,10 +94,17 @@ def _steps(name: str, target: Target, deploy: dict) -> str:
             "interpreter.run(input, output)  // input: preprocessed (and quantized, see above) ByteBuffer\n"
             "```\n\n"
             "Apply the preprocessing above in the app; `preprocessing.py` is the reference implementation.\n\n"
+            "## Check on the phone\n\n"
+            "`android/SelfCheckTest.kt` is an instrumented test: copy it to `app/src/androidTest/java/`, put "
+            "`model.tflite`, `model.tflite.json` and the `reference/` folder into `app/src/androidTest/assets/`, and run "
+            "`./gradlew connectedAndroidTest`. It feeds `reference/model_inputs.npy` (already preprocessed) to the "
+            "phone's LiteRT and compares the outputs with `reference/outputs.npz` under the rule in "
+            "`model.tflite.json` (`deploy.self_check`). It was written against the Interpreter API and not compiled "
+            "by edgecompress.\n\n"
             "## Check on a computer first\n\n"
             "```sh\n"
             f"cd {name} && python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt\n"
-            "python3 run.py sample.npy && python3 bench.py\n"
+            "python3 run.py --self-check && python3 run.py sample.npy && python3 bench.py\n"
             "```\n"
         )
     return (
@@ -97,9 +113,11 @@ def _steps(name: str, target: Target, deploy: dict) -> str:
         f"scp -r {name} user@host:~/ && ssh user@host\n"
         f"cd ~/{name} && python3 -m venv .venv && . .venv/bin/activate\n"
         "pip install -r requirements.txt\n"
+        "python3 run.py --self-check\n"
         "python3 run.py sample.npy\n"
         "python3 bench.py --threads 2\n"
-        "```\n"
+        "```\n\n"
+        + SELF_CHECK
     )
 
 

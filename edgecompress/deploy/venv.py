@@ -41,11 +41,16 @@ print(json.dumps({{
 """
 
 
-def default_cache_dir() -> Path:
+def cache_root() -> Path:
+    """``$EDGECOMPRESS_CACHE``, else ``~/.cache/edgecompress`` (XDG): check venvs and the arm64 root live here."""
     root = os.environ.get("EDGECOMPRESS_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgecompress"
     )
-    return Path(root) / "deploy-venvs"
+    return Path(root)
+
+
+def default_cache_dir() -> Path:
+    return cache_root() / "deploy-venvs"
 
 
 def clean_env() -> dict[str, str]:
@@ -55,9 +60,10 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-def requirements_key(requirements: str) -> str:
+def requirements_key(requirements: str, platform_id: str | None = None) -> str:
+    """Which cached venv holds these requirements: their lines plus the Python and machine that run them."""
     lines = sorted(line.strip() for line in requirements.splitlines() if line.strip() and not line.startswith("#"))
-    identity = "\n".join([*lines, platform.python_version(), platform.machine()])
+    identity = "\n".join([*lines, *([platform_id] if platform_id else [platform.python_version(), platform.machine()])])
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
 
 
@@ -66,7 +72,7 @@ def python_of(venv: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -102,7 +108,7 @@ def ensure_venv(requirements: str, cache_dir: Path | None = None) -> tuple[Path,
     """A ready venv with exactly these requirements (created once), and its probe result."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     venv = cache_dir / requirements_key(requirements)
-    with _locked(cache_dir / (venv.name + ".lock")):
+    with locked(cache_dir / (venv.name + ".lock")):
         marker = venv / READY_MARKER
         if marker.is_file() and python_of(venv).exists():
             info = probe(venv)

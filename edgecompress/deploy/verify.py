@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecompress.artifacts import Artifact, ModelFormat, sha256_of
-from edgecompress.calibration.preprocessing import Preprocessing
+from edgecompress.artifacts import sha256_of
 from edgecompress.compress.validate import CheckResult, compare_outputs
 from edgecompress.deploy.bundle import METADATA_FILE, MODEL_FILE
+from edgecompress.deploy.reference import reference_outputs
 from edgecompress.deploy.venv import clean_env, ensure_venv, python_of
 from edgecompress.errors import UsageError, ValidationError
 
@@ -96,50 +96,42 @@ def check_bundle(
     runs: int = 50,
     cache_dir: Path | None = None,
 ) -> CheckReport:
-    """Run the bundle in a fresh venv and compare with the toolkit; raises ValidationError on a mismatch."""
+    """Run the bundle in a fresh venv and compare with the toolkit; raises ValidationError on a mismatch.
+
+    This runs it natively; deploy/emulated.py runs it in an emulated Raspberry Pi userland (--arch aarch64).
+    """
     directory = Path(directory).resolve()
     metadata = read_bundle(directory)
     deploy = metadata["deploy"]
     venv, info = ensure_venv((directory / "requirements.txt").read_text(), cache_dir)
-    _, height, width, channels = deploy["input"]["shape"]
-    # Off-size raw pixels, so the copied resize code is exercised too.
-    raw = np.random.default_rng(1).integers(0, 256, size=(samples, height + 7, width + 5, channels), dtype=np.uint8)
+    shape = deploy["input"]["shape"]
+    if _is_image(shape):
+        _, height, width, channels = shape
+        # Off-size raw pixels, so the copied resize code is exercised too.
+        raw = np.random.default_rng(1).integers(0, 256, size=(samples, height + 7, width + 5, channels), dtype=np.uint8)
+    else:  # a non-image input takes float model inputs of its shape
+        raw = np.random.default_rng(1).standard_normal((samples, *shape[1:])).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="edgecompress-check-") as tmp:
         work = Path(tmp)
         np.save(work / "inputs.npy", raw)
         top_k = 3
-        result = _run_script(venv, directory / "run.py", work, "inputs.npy", "--json", "--save", "outputs.npz",
+        result = run_script(venv, directory / "run.py", work, "inputs.npy", "--json", "--save", "outputs.npz",
                              "--out", "out", "--threads", str(threads), "--top-k", str(top_k))
         with np.load(work / "outputs.npz") as saved:
             got = [saved[f"output_{i}"] for i in range(len(saved.files))]
         expected = reference_outputs(directory, metadata, raw, threads)
         agreement = _task_agreement(metadata, result["results"], expected, work, top_k)
-        bench = _run_script(venv, directory / "bench.py", work, "--threads", str(threads), "--runs", str(runs), "--json")
+        bench = run_script(venv, directory / "bench.py", work, "--threads", str(threads), "--runs", str(runs), "--json")
     report = _compare(directory, venv, info, result, metadata, expected, got, agreement, bench)
     _require_agreement(report)
     return report
 
 
-def reference_outputs(directory: Path, metadata: dict, raw: np.ndarray, threads: int) -> list[np.ndarray]:
-    """The toolkit's own outputs: its preprocessing and its LiteRT session, one sample at a time like run.py."""
-    _, height, width, channels = metadata["deploy"]["input"]["shape"]
-    x = Preprocessing.from_dict(metadata["preprocessing"]).apply(raw, height, width, channels)
-    if metadata["deploy"]["binarized"]:
-        from edgecompress.errors import require
-
-        lce = require("larq_compute_engine.tflite.python.interpreter", "larq", "checking binarized bundles")
-        interpreter = lce.Interpreter((directory / MODEL_FILE).read_bytes(), num_threads=threads)
-        outs = [interpreter.predict(sample[None]) for sample in x]
-        outs = [o if isinstance(o, list) else [o] for o in outs]
-        return [np.concatenate(parts, axis=0).astype(np.float32) for parts in zip(*outs, strict=True)]
-    from edgecompress.runtimes import open_session
-
-    artifact = Artifact(directory / MODEL_FILE, ModelFormat.TFLITE)
-    with open_session(artifact, runtime="litert", threads=threads) as session:
-        return session.run(x, batch_size=1)
+def _is_image(shape) -> bool:
+    return len(shape) == 4 and int(shape[-1]) in (1, 3)
 
 
-def _run_script(venv: Path, script: Path, cwd: Path, *args: str) -> dict:
+def run_script(venv: Path, script: Path, cwd: Path, *args: str) -> dict:
     command = [str(python_of(venv)), str(script), *args]
     try:
         result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=clean_env(),

@@ -276,6 +276,22 @@ def infer_task(output_shape: tuple[int | None, ...]) -> str:
     return "classification" if len(output_shape) == 1 else "unknown"
 
 
+def task_of(declared: str | None, output_shapes: Shapes) -> str:
+    """The task of a model, by one rule for every caller: the task its metadata records, else a
+    guess from its outputs (one flat output is a classifier), else a clear error.
+
+    ``output_shapes`` include the batch dimension, as sessions and Keras report them.
+    """
+    if declared and declared != "unknown":
+        return TASKS.canonical(declared)
+    if len(output_shapes) == 1 and infer_task(tuple(output_shapes[0][1:])) == "classification":
+        return "classification"
+    raise DataError(
+        "cannot tell what this model predicts, so no metric fits it",
+        "record the task in the model's metadata sidecar (task: classification|segmentation|keypoints|detection)",
+    )
+
+
 def evaluate(session: Session, data: ModelInputs, task: str = "classification", batch_size: int = 32) -> dict[str, float]:
     """Score a session on labelled data with the task's metrics (fractions in [0, 1]; ``nme`` lower is better)."""
     spec = TASKS.get(task)

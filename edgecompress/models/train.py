@@ -61,9 +61,9 @@ def train_model(
     model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=_single(spec.losses), metrics=spec.metrics)
     callbacks = []
     if progress:
-        from tqdm.keras import TqdmCallback
+        from edgecompress._progress import keras_progress
 
-        callbacks.append(TqdmCallback(verbose=0, leave=False))
+        callbacks.append(keras_progress())
     if val is not None:
         callbacks.append(
             tf_keras.callbacks.EarlyStopping(
@@ -262,9 +262,9 @@ def fine_tune(
     )  # fmt: skip
     extra = list(callbacks)
     if progress:
-        from tqdm.keras import TqdmCallback
+        from edgecompress._progress import keras_progress
 
-        extra.append(TqdmCallback(verbose=0, leave=False))
+        extra.append(keras_progress())
     history = model.fit(
         x, _single(spec.targets), batch_size=batch_size, epochs=epochs, verbose=0, callbacks=extra, shuffle=True
     )

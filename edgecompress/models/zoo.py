@@ -1,6 +1,6 @@
 """Zoo models by name: the table of entries, each with its task, defaults and preprocessing.
 
-Builders live in one module per family (``mobilenet``, ``resnet``, ``inception``, ``unet``,
+Builders live in one module per family (``mobilenet``, ``resnet``, ``inception``, ``binarynet``, ``unet``,
 ``blazepose``); this module only says how they are offered. Every entry also names a ``small``
 configuration and the embedded data it trains on, which the contract tests and benchmarks use:
 registering an entry is all it takes to be tested end to end.
@@ -15,7 +15,7 @@ from typing import Any
 from edgecompress.artifacts import InputSpec, Metadata
 from edgecompress.calibration.preprocessing import Preprocessing
 from edgecompress.errors import UsageError
-from edgecompress.models import blazepose, inception, mobilenet, resnet, unet
+from edgecompress.models import binarynet, blazepose, inception, mobilenet, resnet, unet
 from edgecompress.models.blocks import fast_batchnorm  # noqa: F401 - re-exported for older imports
 from edgecompress.registry import Registry
 
@@ -94,6 +94,9 @@ _ENTRIES = [
              {"input_size": 299, "alpha": 1.0, "classes": 1000},
              {"input_size": 75, "alpha": 0.125, "classes": 10},
              description="Inception v3 (Szegedy et al. 2016): factorised, concatenated branches"),
+    ZooEntry("binarynet", "binarynet", "classification", binarynet.binarynet,
+             {"input_size": 32, "alpha": 1.0, "classes": 10}, {"input_size": 32, "alpha": 0.5, "classes": 10},
+             description="BinaryNet-style VGG (Courbariaux et al. 2016): conv-BN-ReLU stacks, shaped for binarization"),
     ZooEntry("unet", "unet", "segmentation", unet.unet,
              {"input_size": 128, "alpha": 1.0, "classes": 4, "depth": 4, "base_filters": 32, "decoder": "transpose"},
              {"input_size": 32, "alpha": 0.25, "depth": 3, "decoder": "transpose"},

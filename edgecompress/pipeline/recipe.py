@@ -35,42 +35,28 @@ from typing import Any
 
 from edgecompress.artifacts import ModelFormat, detect_format
 from edgecompress.calibration.data import EMBEDDED_DATA
-from edgecompress.compress.passes import load_passes
+from edgecompress.compress.passes import PASSES
 from edgecompress.errors import EdgeCompressError, UsageError
+from edgecompress.models.inputs import DataPlan, DataSource, Role
 
-ROLES = ("train", "calibration", "eval")
-#: the split of the embedded data sets each role reads, so training and evaluation never overlap
-ROLE_SPLITS = {"train": "train", "calibration": "train", "eval": "test"}
+#: recipe data keys → the data roles passes declare (``eval`` is the held-out validation role)
+DATA_KEYS = {"train": Role.TRAIN, "calibration": Role.CALIBRATION, "eval": Role.VALIDATION}
 _CALL = re.compile(r"^\s*([A-Za-z_][\w-]*)\s*(?:\((.*)\))?\s*$", re.S)
 
 
 @dataclass(frozen=True)
-class DataSpec:
-    """One data source: a ``load_images`` spec, optionally a seeded subset of it."""
+class TrainingDefaults:
+    """``training:`` in a recipe: budgets for every fine-tuning pass whose own parameters leave them
+    open (a pass's own ``epochs=`` wins)."""
 
-    spec: str
-    samples: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"spec": self.spec, "samples": self.samples}
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What the data is, for cache keys: a file's content hash, an embedded set's name."""
-        from edgecompress.artifacts import sha256_of
-
-        path = Path(self.spec)
-        digest = sha256_of(path) if path.exists() else None
-        return {"spec": self.spec, "samples": self.samples, "sha256": digest}
-
-
-@dataclass(frozen=True)
-class DataPlan:
-    train: DataSpec | None = None
-    calibration: DataSpec | None = None
-    eval: DataSpec | None = None
-
-    def get(self, role: str) -> DataSpec | None:
-        return getattr(self, role)
+    def for_pass(self, accepted: list[str], given: dict[str, Any]) -> dict[str, Any]:
+        """The defaults this pass takes and was not given."""
+        values = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        return {k: v for k, v in values.items() if v is not None and k in accepted and k not in given}
 
 
 @dataclass(frozen=True)
@@ -103,14 +89,19 @@ class ModelSpec:
     train: TrainSpec | None = None
     data: DataPlan = field(default_factory=DataPlan)
     task: str | None = None
+    #: time the outputs at this square input size (same files, input resized in the interpreter);
+    #: the metric stays at the trained size. For tables that quote published sizes (224, 299 px).
+    latency_at: int | None = None
 
     @property
     def measures_metric(self) -> bool:
-        return self.data.eval is not None and (self.file is not None or self.train is not None)
+        return self.data.validation is not None and (self.file is not None or self.train is not None)
 
 
 @dataclass(frozen=True)
 class PassSpec:
+    """A pass as the recipe names it, with the recipe's training defaults already filled in."""
+
     name: str
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -160,8 +151,7 @@ class Recipe:
     variants: tuple[VariantSpec, ...]
     targets: Targets = field(default_factory=Targets)
     bench: BenchSpec = field(default_factory=BenchSpec)
-    #: defaults for fine-tuning passes (PassContext.epochs)
-    epochs: int | None = None
+    training: TrainingDefaults = field(default_factory=TrainingDefaults)
     trust_model: bool = False
 
     def model(self, name: str) -> ModelSpec:
@@ -228,7 +218,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if not path.is_file():
         raise UsageError(f"recipe not found: {path}", "pass the path of a .yaml recipe (see recipes/)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=recipe_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -237,23 +227,42 @@ def load_recipe(path: str | Path) -> Recipe:
     return parse_recipe(raw, path)
 
 
+def recipe_loader():
+    """YAML's safe loader with YAML 1.2 numbers: ``structure: 2:4`` is the string "2:4" (2:4
+    sparsity), not YAML 1.1's base-60 integer 124, and ``lr: 1e-3`` is a number, not a string."""
+    import yaml
+
+    class RecipeLoader(yaml.SafeLoader):
+        pass
+
+    numbers = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+    RecipeLoader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag not in numbers]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    integer = re.compile(r"^[-+]?(?:0|[1-9][0-9_]*|0x[0-9a-fA-F_]+|0o[0-7_]+|0b[01_]+)$")
+    real = re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+    RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:int", integer, list("-+0123456789"))
+    RecipeLoader.add_implicit_resolver("tag:yaml.org,2002:float", real, list("-+0123456789."))
+    return RecipeLoader
+
+
 def parse_recipe(raw: Any, path: Path) -> Recipe:
     at = _At(path)
     top = at.mapping(
         raw, ("name", "output", "data", "models", "variants", "targets", "bench", "training", "trust_model"),
         ("models", "variants"),
     )  # fmt: skip
-    passes = load_passes()
+    passes = PASSES
     base = path.parent
     default_data = _data_plan(top.get("data") or {}, at / "data", base)
     models = tuple(_model(m, at / "models" / i, base, default_data) for i, m in enumerate(at.listing(top["models"])))
     _unique([m.name for m in models], at / "models", "model")
     trust = bool(top.get("trust_model", False))
-    training = at.mapping(top.get("training") or {}, ("epochs",))
-    epochs = _int(training.get("epochs"), at / "training" / "epochs", minimum=1) if "epochs" in training else None
+    training = _training(top.get("training") or {}, at / "training")
     variants: list[VariantSpec] = []
     for i, raw_variant in enumerate(at.listing(top["variants"])):
-        variants += _variants(raw_variant, at / "variants" / i, passes)
+        variants += _variants(raw_variant, at / "variants" / i, passes, training)
     _unique([v.key for v in variants], at / "variants", "variant")
     targets = _targets(top.get("targets") or {}, at / "targets")
     bench = _bench(top.get("bench") or {}, at / "bench")
@@ -266,7 +275,7 @@ def parse_recipe(raw: Any, path: Path) -> Recipe:
         variants=tuple(variants),
         targets=targets,
         bench=bench,
-        epochs=epochs,
+        training=training,
         trust_model=trust,
     )
     _check_plan(recipe, at)
@@ -287,7 +296,7 @@ def _int(value: Any, at: _At, minimum: int = 0) -> int:
     return value
 
 
-def _data_spec(value: Any, at: _At, base: Path) -> DataSpec | None:
+def _data_spec(value: Any, at: _At, base: Path) -> DataSource | None:
     if value is None:
         return None
     if isinstance(value, str | Path):
@@ -301,15 +310,27 @@ def _data_spec(value: Any, at: _At, base: Path) -> DataSpec | None:
         if not file.exists():
             raise at.error(f"data not found: {file}", f"pass an image folder, a .npy/.npz file or one of: {', '.join(EMBEDDED_DATA)}")
         spec = str(file)
-    return DataSpec(spec, samples)
+    return DataSource(spec, samples)
 
 
 def _data_plan(value: Any, at: _At, base: Path, default: DataPlan | None = None) -> DataPlan:
-    value = at.mapping(value, ROLES)
-    specs = {role: _data_spec(value.get(role), at / role, base) for role in ROLES}
+    value = at.mapping(value, tuple(DATA_KEYS))
+    specs = {role.value: _data_spec(value.get(key), at / key, base) for key, role in DATA_KEYS.items()}
     if default is not None:
-        specs = {role: specs[role] or default.get(role) for role in ROLES}
+        specs = {role: specs[role] or default.get(role) for role in specs}
     return DataPlan(**specs)
+
+
+def _training(value: Any, at: _At) -> TrainingDefaults:
+    value = at.mapping(value, ("epochs", "batch_size", "lr"))
+    lr = value.get("lr")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0):
+        raise (at / "lr").error(f"expected a positive number, got {lr!r}")
+    return TrainingDefaults(
+        epochs=_int(value["epochs"], at / "epochs", minimum=1) if value.get("epochs") is not None else None,
+        batch_size=_int(value["batch_size"], at / "batch_size", minimum=1) if value.get("batch_size") is not None else None,
+        lr=float(lr) if lr is not None else None,
+    )
 
 
 def _model(value: Any, at: _At, base: Path, default_data: DataPlan) -> ModelSpec:
@@ -317,7 +338,8 @@ def _model(value: Any, at: _At, base: Path, default_data: DataPlan) -> ModelSpec
 
     if isinstance(value, str):
         value = {"zoo": value}
-    value = at.mapping(value, ("name", "zoo", "params", "file", "train", "data", "trust_model"))
+    value = at.mapping(value, ("name", "zoo", "params", "file", "train", "data", "trust_model", "latency_at"))
+    latency_at = _int(value["latency_at"], at / "latency_at", minimum=1) if value.get("latency_at") is not None else None
     if ("zoo" in value) == ("file" in value):
         raise at.error("a model needs exactly one of 'zoo' (a zoo name) or 'file' (a model path)")
     data = _data_plan(value.get("data") or {}, at / "data", base, default_data)
@@ -332,15 +354,15 @@ def _model(value: Any, at: _At, base: Path, default_data: DataPlan) -> ModelSpec
         from edgecompress.artifacts import read_sidecar
 
         task = (read_sidecar(file).task if read_sidecar(file) else None) if fmt.is_keras else None
-        return ModelSpec(str(value.get("name") or file.stem), file=file, data=data, task=task)
+        return ModelSpec(str(value.get("name") or file.stem), file=file, data=data, task=task, latency_at=latency_at)
     try:
         entry = ZOO.get(str(value["zoo"]))
     except UsageError as exc:
         raise (at / "zoo").error(str(exc)) from None
     params = (at / "params").mapping(value.get("params") or {}, tuple(entry.defaults))
     # The zoo's embedded data for the model's task fills any role the recipe leaves open.
-    embedded = DataSpec(entry.embedded_data)
-    data = DataPlan(**{role: data.get(role) or embedded for role in ROLES})
+    embedded = DataSource(entry.embedded_data)
+    data = DataPlan(**{role.value: data.get(role) or embedded for role in DATA_KEYS.values()})
     train_value = value.get("train")
     if train_value is None:
         raise at.error(
@@ -360,7 +382,7 @@ def _model(value: Any, at: _At, base: Path, default_data: DataPlan) -> ModelSpec
         except (UsageError, TypeError) as exc:
             raise (at / "train").error(str(exc)) from None
     return ModelSpec(str(value.get("name") or entry.name), zoo=entry.name, params=dict(params), train=train,
-                     data=data, task=entry.task)  # fmt: skip
+                     data=data, task=entry.task, latency_at=latency_at)  # fmt: skip
 
 
 def parse_pass(value: Any, at: _At) -> PassSpec:
@@ -377,7 +399,7 @@ def parse_pass(value: Any, at: _At) -> PassSpec:
             key, sep, text = part.partition("=")
             if not sep:
                 raise at.error(f"pass argument '{part}' is not key=value", f"e.g. {name}(mode=int8)")
-            params[key.strip()] = yaml.safe_load(text.strip())
+            params[key.strip()] = yaml.load(text.strip(), Loader=recipe_loader())  # noqa: S506 - safe
         return PassSpec(name, params)
     if isinstance(value, dict) and len(value) == 1:
         name, params = next(iter(value.items()))
@@ -389,7 +411,7 @@ def parse_pass(value: Any, at: _At) -> PassSpec:
     raise at.error(f"cannot read pass {value!r}", "write name, name(key=value, ...) or {name: {key: value}}")
 
 
-def _variants(value: Any, at: _At, registry) -> list[VariantSpec]:
+def _variants(value: Any, at: _At, registry, training: TrainingDefaults) -> list[VariantSpec]:
     value = at.mapping(value, ("name", "passes", "formats"), ("name", "passes"))
     name = str(value["name"])
     specs = []
@@ -400,7 +422,9 @@ def _variants(value: Any, at: _At, registry) -> list[VariantSpec]:
                 f"pass '{spec.name}' is not registered",
                 f"registered passes: {', '.join(registry.names())}; a pass module registers itself in PASSES",
             )
-        specs.append(PassSpec(registry.canonical(spec.name), spec.params))
+        canonical = registry.canonical(spec.name)
+        defaults = training.for_pass(pass_parameters(canonical), spec.params)
+        specs.append(PassSpec(canonical, {**spec.params, **defaults}))
     formats = [str(f) for f in at.listing(value.get("formats") or [])]
     if not formats:
         variant = VariantSpec(name, tuple(specs))
@@ -448,7 +472,10 @@ def pass_parameters(name: str) -> list[str]:
         hint = hints.get(param.name)
         config = next((a for a in typing.get_args(hint) or (hint,) if is_dataclass(a)), None)
         if config is not None:
-            names += [f.name for f in fields(config)]
+            for item in fields(config):
+                # a fine-tuning budget is given flat: epochs=…, batch_size=…, lr=…, seed=…
+                budget = item.default_factory() if item.name == "finetune" and callable(item.default_factory) else None
+                names += [f.name for f in fields(budget)] if is_dataclass(budget) else [item.name]
         elif param.kind not in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
             names.append(param.name)
     return list(dict.fromkeys(names))
@@ -500,11 +527,12 @@ def _check_plan(recipe: Recipe, at: _At) -> None:
                         f"pass '{spec.name}' takes {accepted} models, but gets {fmt.value} (model '{model.name}')",
                         "reorder the chain: training passes first, then export/quantize",
                     )
-                for role, needed in (("calibration", step.needs_calibration), ("train", getattr(step, "needs_training", False))):
-                    if needed and model.data.get(role) is None:
+                for role in sorted(step.needs(), key=lambda r: r.value):
+                    if model.data.get(role) is None:
+                        key = next(k for k, r in DATA_KEYS.items() if r is role)
                         raise where.error(
-                            f"pass '{spec.describe()}' needs {role} data, and model '{model.name}' has none",
-                            f"add data: {{{role}: digits}} (or a folder/.npz) to the recipe or the model",
+                            f"pass '{spec.describe()}' needs {key} data, and model '{model.name}' has none",
+                            f"add data: {{{key}: digits}} (or a folder/.npz) to the recipe or the model",
                         )
                 fmt = step.produces
             if not any(fmt in rt.formats for rt in runtimes):

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -28,12 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.artifacts import Artifact, write_text_atomic
-from edgecompress.compress.passes import load_passes
 from edgecompress.errors import EdgeCompressError
-from edgecompress.models.inputs import DEFAULT_CALIBRATION_SAMPLES
+from edgecompress.models.inputs import Role
 from edgecompress.pipeline.executors import Executor, LocalExecutor, make_executor
-from edgecompress.pipeline.recipe import ROLE_SPLITS, DataSpec, ModelSpec, Recipe, VariantSpec
-from edgecompress.reports.records import BenchmarkRecord
+from edgecompress.pipeline.recipe import ModelSpec, Recipe, VariantSpec
+from edgecompress.reports.records import BenchmarkRecord, machine_description
 from edgecompress.reports.store import DEFAULT_NAME, ResultsStore
 
 log = logging.getLogger(__name__)
@@ -137,19 +137,12 @@ def results_paths(recipe: Recipe, store: Path | None = None) -> tuple[Path, Path
 # --------------------------------------------------------------------------- data
 
 
-def model_data(spec: DataSpec, role: str, artifact: Artifact):
-    """The ModelInputs of one role, resized and preprocessed for this model."""
-    from edgecompress.api import input_shape_of, model_inputs, resolve_preprocessing
+def role_data(model: ModelSpec, role: Role, artifact: Artifact):
+    """One role's data, resized and preprocessed for this model."""
+    from edgecompress.models.inputs import input_shape_of, load_roles, resolve_preprocessing
 
-    samples = spec.samples or (DEFAULT_CALIBRATION_SAMPLES if role == "calibration" else None)
-    return model_inputs(
-        spec.spec,
-        input_shape_of(artifact),
-        resolve_preprocessing(artifact).preprocessing,
-        split=ROLE_SPLITS[role],
-        samples=samples,
-        need_labels=role != "calibration",
-    )
+    roles = load_roles(model.data, {role}, input_shape_of(artifact), resolve_preprocessing(artifact).preprocessing)
+    return getattr(roles, role.value)
 
 
 # --------------------------------------------------------------------------- phase 1: models
@@ -186,7 +179,7 @@ def prepare_model(recipe: Recipe, name: str, cache: StageCache, printer: Progres
     baseline = None
     if model.measures_metric:
         artifact = Artifact.open(source)
-        payload = {"stage": "evaluate", "input": artifact.sha256(), "eval": model.data.eval.fingerprint()}
+        payload = {"stage": "evaluate", "input": artifact.sha256(), "eval": model.data.validation.fingerprint()}
         baseline = _stage(cache, payload, "model", model.name, "-", "evaluate(float source, keras)", printer,
                           stages, lambda d: _evaluate_source(model, artifact, recipe.trust_model))  # fmt: skip
     return ModelOutcome(model.name, str(source), baseline, stages)
@@ -221,12 +214,12 @@ def _build_zoo_model(model: ModelSpec, directory: Path, progress: bool) -> dict[
 
 
 def _evaluate_source(model: ModelSpec, artifact: Artifact, trust_model: bool) -> dict[str, Any]:
-    from edgecompress.models.tasks import TASKS, evaluate
+    from edgecompress.models.tasks import TASKS, evaluate, task_of
     from edgecompress.runtimes import open_session
 
-    task = artifact.metadata.task or model.task or "classification"
-    data = model_data(model.data.eval, "eval", artifact)
+    data = role_data(model, Role.VALIDATION, artifact)
     with open_session(artifact, "keras", trust_model=trust_model) as session:
+        task = task_of(artifact.metadata.task or model.task, [tuple(o.shape) for o in session.outputs])
         scores = evaluate(session, data, task)
     return {"task": task, "metric_name": TASKS.get(task).primary_metric, "metrics": scores, "data": data.source}
 
@@ -281,11 +274,8 @@ def run_variant(
     for spec in variant.passes:
         step = spec.build()
         payload: dict[str, Any] = {"stage": "pass", "pass": spec.name, "params": step.params(), "input": artifact.sha256()}
-        if step.needs_calibration:
-            payload["calibration"] = model.data.calibration.fingerprint()
-        if getattr(step, "needs_training", False):
-            payload["train"] = model.data.train.fingerprint()
-            payload["epochs"] = recipe.epochs
+        for role in sorted(step.needs(), key=lambda r: r.value):
+            payload[role.value] = model.data.get(role).fingerprint()
         current = artifact
 
         def apply(directory: Path, step=step, current=current) -> dict[str, Any]:
@@ -297,23 +287,13 @@ def run_variant(
 
 
 def _apply_pass(step, artifact: Artifact, directory: Path, model: ModelSpec, recipe: Recipe, progress: bool) -> dict[str, Any]:
-    from edgecompress.api import resolve_preprocessing
-    from edgecompress.compress.passes import PassContext
+    """One pass of a chain, run exactly as the CLI runs it; scores come later, in the bench stage."""
+    from edgecompress.compress.runner import run_pass
 
-    data = model.data
     suffix = step.produces.suffix or ".savedmodel"
-    context = PassContext(
-        output=directory / f"model{suffix}",
-        trust_model=recipe.trust_model,
-        calibration=model_data(data.calibration, "calibration", artifact) if step.needs_calibration else None,
-        validation=model_data(data.eval, "eval", artifact) if data.eval and model.measures_metric else None,
-        preprocessing=resolve_preprocessing(artifact).preprocessing,
-        progress=progress,
-        train=model_data(data.train, "train", artifact) if getattr(step, "needs_training", False) else None,
-        epochs=recipe.epochs,
-    )
-    result = step.apply(artifact, context)
-    return {"file": result.artifact.path.name, "report": result.report}
+    run = run_pass(step, artifact, directory / f"model{suffix}", model.data, trust_model=recipe.trust_model,
+                   progress=progress, evaluate=False)  # fmt: skip
+    return {"file": run.output.path.name, "report": run.report.to_dict()}
 
 
 # --------------------------------------------------------------------------- jobs (picklable)
@@ -331,12 +311,11 @@ class _Job:
 
 
 def _in_worker(job: _Job) -> None:
-    """A spawned worker starts bare: quiet TensorFlow's loggers and let every pass register."""
+    """A spawned worker starts bare: quiet TensorFlow's loggers (passes import on first use)."""
     from edgecompress._env import debug_enabled, quiet_python_loggers
 
     if not debug_enabled():
         quiet_python_loggers()
-    load_passes()
 
 
 def _model_job(job: _Job) -> ModelOutcome:
@@ -369,12 +348,17 @@ def bench_variant(
     recipe: Recipe, model: ModelSpec, variant: VariantSpec, output: str, baseline: dict[str, Any] | None,
     store: ResultsStore, cache: StageCache, printer: ProgressPrinter, eval_data,
 ) -> tuple[list[StageOutcome], list[str]]:  # fmt: skip
-    """Benchmark one output on every target that runs it; each target's record is one stage."""
-    from edgecompress.reports.bench import run_benchmarks
+    """Benchmark one output on every target that runs it; each target's record is one stage.
+
+    The file is hashed and gzipped once; the evaluation data is the model's, loaded once."""
+    from edgecompress.reports.bench import FileFacts, make_record, measure
     from edgecompress.runtimes import get_runtime
 
     artifact = Artifact.open(output)
-    sha = artifact.sha256()
+    facts = FileFacts.of(artifact)
+    data = _inputs_for(eval_data, artifact, recipe.trust_model)
+    reference = baseline["metrics"] if baseline else None
+    latency_input = _latency_input(model, artifact)
     stages: list[StageOutcome] = []
     failures: list[str] = []
     bench = recipe.bench
@@ -382,15 +366,15 @@ def bench_variant(
         if not runtime.accepts(artifact):
             continue
         for device in recipe.targets.devices:
-            available, why = runtime.device_available(device)
+            available, _ = runtime.device_available(device)
             # An unavailable device is recorded once, not once per thread count.
             for threads in recipe.targets.threads if available else (None,):
                 label = f"bench({runtime.name}, {device}, threads={threads or 'default'})"
                 key = cache.key({
-                    "stage": "bench", "input": sha, "runtime": runtime.name, "version": runtime.version(),
+                    "stage": "bench", "input": facts.sha256, "runtime": runtime.name, "version": runtime.version(),
                     "device": device, "threads": threads, "runs": bench.runs, "warmup": bench.warmup,
-                    "memory": bench.memory, "eval": model.data.eval.fingerprint() if eval_data is not None else None,
-                    "model": model.name, "variant": variant.key,
+                    "memory": bench.memory, "eval": model.data.validation.fingerprint() if data is not None else None,
+                    "model": model.name, "variant": variant.key, "latency_input": latency_input,
                 })  # fmt: skip
                 if store.has(key):
                     outcome = StageOutcome("bench", model.name, variant.key, label, key, "cached")
@@ -400,14 +384,10 @@ def bench_variant(
                 started = time.perf_counter()
                 if available:
                     printer.started(model.name, variant.key, label)
-                [record] = run_benchmarks(
-                    [artifact], [runtime.name], threads, bench.warmup, bench.runs, eval_data, device,
-                    recipe.trust_model, memory=bench.memory,
-                )  # fmt: skip
-                record.model, record.variant = model.name, variant.name
-                if not available:
-                    record.note = f"no {device} here: {why}"
-                _set_delta(record, baseline)
+                measured = measure(artifact, runtime, device, threads, bench.warmup, bench.runs, data,
+                                   recipe.trust_model, bench.memory, latency_input=latency_input)  # fmt: skip
+                record = make_record(artifact, facts, measured, device, threads, bench.runs, model.name, variant.name,
+                                     reference)  # fmt: skip
                 seconds = time.perf_counter() - started
                 if record.status == "error":
                     failures.append(f"{model.name} · {variant.key} · {label}: {record.note}")
@@ -422,26 +402,26 @@ def bench_variant(
     return stages, failures
 
 
-def _set_delta(record: BenchmarkRecord, baseline: dict[str, Any] | None) -> None:
-    if not baseline or record.metric_value is None:
-        return
-    reference = baseline["metrics"].get(record.metric_name)
-    if reference is not None:
-        record.metric_delta = record.metric_value - reference
-        record.metrics = {**record.metrics, f"float_{record.metric_name}": reference}
+def _latency_input(model: ModelSpec, artifact: Artifact) -> tuple[int, ...] | None:
+    if model.latency_at is None:
+        return None
+    from edgecompress.models.inputs import input_shape_of
+
+    shape = input_shape_of(artifact)
+    return (model.latency_at, model.latency_at, *shape[2:])
 
 
-def _eval_images(model: ModelSpec, source: str):
-    """The evaluation set loaded once per model (every variant and target scores the same images)."""
-    from edgecompress.calibration.data import load_images
-
+def _eval_data(model: ModelSpec, source: str):
+    """The held-out set loaded once per model: every variant and target scores the same samples."""
     if not model.measures_metric:
         return None
-    artifact = Artifact.open(source)
-    shape = artifact.metadata.inputs[0].shape if artifact.metadata.inputs else None
-    spec = model.data.eval
-    data = load_images(spec.spec, split=ROLE_SPLITS["eval"], target_hw=tuple(shape[:2]) if shape else None, need_labels=True)
-    return data.take(spec.samples)
+    return role_data(model, Role.VALIDATION, Artifact.open(source))
+
+
+def _inputs_for(data, artifact: Artifact, trust_model: bool):
+    from edgecompress.models.inputs import inputs_for
+
+    return None if data is None else inputs_for(data, artifact, trust_model)
 
 
 # --------------------------------------------------------------------------- the run
@@ -486,10 +466,41 @@ def run_pipeline(
     # Progress bars of parallel jobs would overwrite each other; stage lines are enough there.
     bars = progress and isinstance(executor, LocalExecutor)
     result = PipelineResult(recipe.name, store_file)
-    load_passes()
+    with exclusive_run(store_file.parent):
+        _run_phases(recipe, result, executor, cache, printer, bars)
+        result.seconds = time.perf_counter() - started
+        with ResultsStore(store_file) as store:
+            store.log_run(recipe.name, result.seconds, result.count("done"), result.count("cached"), machine_description())
+    return result
 
+
+@contextlib.contextmanager
+def exclusive_run(directory: Path) -> Iterator[None]:
+    """One pipeline at a time per results directory. A second one waits, says so, and then finds
+    the first one's stages finished; so no benchmark is ever timed beside another run's work."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".pipeline.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            log.warning("another compress pipeline (%s) is running on %s; waiting for it to finish", holder, directory)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_phases(recipe: Recipe, result: PipelineResult, executor: Executor, cache: StageCache,
+                printer: ProgressPrinter, bars: bool) -> None:  # fmt: skip
     def job(**kwargs: Any) -> _Job:
-        return _Job(recipe, str(cache_dir), printer, bars, **kwargs)
+        return _Job(recipe, str(cache.root), printer, bars, **kwargs)
 
     sources: dict[str, ModelOutcome] = {}
     for outcome in executor.map(_model_job, [job(model=m.name) for m in recipe.models]):
@@ -511,11 +522,11 @@ def run_pipeline(
             printer.say(f"  failed  {outcome.model} · {outcome.variant}: {outcome.error}")
         else:
             outputs[(outcome.model, outcome.variant)] = outcome.output
-    with ResultsStore(store_file) as store:
+    with ResultsStore(result.store) as store:
         for model in recipe.models:
             if model.name not in sources:
                 continue
-            eval_data = _eval_images(model, sources[model.name].source)
+            eval_data = _eval_data(model, sources[model.name].source)
             for variant in recipe.variants:
                 output = outputs.get((model.name, variant.key))
                 if output is None:
@@ -526,5 +537,3 @@ def run_pipeline(
                 result.stages += stages
                 result.failures += failures
         result.records = store.records(recipe.name)
-    result.seconds = time.perf_counter() - started
-    return result

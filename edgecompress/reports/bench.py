@@ -8,12 +8,17 @@ warm-up runs, and reported as percentiles. Peak memory is measured in a fresh pr
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgecompress.artifacts import size_of
-from edgecompress.runtimes.base import time_session
+from edgecompress.calibration.data import ModelInputs
+from edgecompress.reports.records import BenchmarkRecord
+from edgecompress.runtimes.base import Timing, time_session
 
 
 def gzip_size(path: Path) -> int:
@@ -51,12 +56,12 @@ def _memory_child(runtime: str, path: str, threads: int | None, trust_model: boo
     backend = get_runtime(runtime)
     backend.version()  # imports the runtime's modules before the baseline is taken
     baseline = _status_kib("VmRSS")
-    session = backend.open(Artifact.open(path), "cpu", threads, trust_model)
-    shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
-    prepared = session.prepare_raw(np.zeros((1, *shape), dtype=np.float32))
-    for _ in range(3):
-        session.run_raw(prepared)
-    peak = _status_kib("VmHWM")
+    with backend.open(Artifact.open(path), "cpu", threads, trust_model) as session:
+        shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+        prepared = session.prepare_raw(np.zeros((1, *shape), dtype=np.float32))
+        for _ in range(3):
+            session.run_raw(prepared)
+        peak = _status_kib("VmHWM")
     return None if baseline is None or peak is None else max(0, peak - baseline) * 1024
 
 
@@ -96,6 +101,99 @@ def model_name(artifact) -> str:
     return Path(steps[0].source).stem if steps else artifact.path.stem
 
 
+@dataclass(frozen=True)
+class FileFacts:
+    """What a model file is, computed once however many targets time it."""
+
+    size_bytes: int
+    size_gzip_bytes: int
+    sha256: str
+
+    @classmethod
+    def of(cls, artifact) -> FileFacts:
+        size, gz = file_sizes(artifact.path)
+        return cls(size, gz, artifact.sha256())
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One model on one runtime: latency, memory and task metrics, or why there are none."""
+
+    runtime: str
+    runtime_version: str
+    status: str = "ok"
+    note: str = ""
+    error_code: int | None = None
+    timing: Timing | None = None
+    peak_memory_bytes: int | None = None
+    metrics: Mapping[str, float] | None = None
+    metric_name: str | None = None
+    latency_input_shape: tuple[int, ...] | None = None
+
+
+def measure(
+    artifact, runtime, device: str = "cpu", threads: int | None = None, warmup: int = 5, runs: int = 50,
+    data: ModelInputs | None = None, trust_model: bool = False, memory: bool = True,
+    tick: Callable[[], None] | None = None, latency_input: tuple[int, ...] | None = None,
+) -> Measurement:  # fmt: skip
+    """Score one model on ``data`` and time it (batch 1) on one runtime; errors become a status.
+
+    ``latency_input``: time the same file at this input shape instead (see ``Session.resize_input``);
+    the metric is always measured at the model's own size."""
+    from edgecompress.errors import EdgeCompressError
+    from edgecompress.models.tasks import TASKS, evaluate, task_of
+
+    version = runtime.version()
+    ok, why = runtime.device_available(device)
+    if not ok:
+        return Measurement(runtime.name, version, "unavailable", f"no {device} here: {why}")
+    try:
+        with runtime.open(artifact, device, threads, trust_model) as session:
+            metrics = metric_name = None
+            if data is not None:
+                task = task_of(artifact.metadata.task, [tuple(o.shape) for o in session.outputs])
+                metrics, metric_name = evaluate(session, data, task), TASKS.get(task).primary_metric
+            if latency_input is not None:
+                session.resize_input(tuple(latency_input))
+            shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
+            sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+            timing = time_session(session, sample, warmup, runs, tick=tick)
+        peak = None
+        if device == "cpu" and memory and latency_input is None:
+            peak = peak_memory(runtime.name, artifact.path, threads, trust_model)
+    except EdgeCompressError as exc:
+        return Measurement(runtime.name, version, "error", str(exc), exc.exit_code)
+    return Measurement(runtime.name, version, timing=timing, peak_memory_bytes=peak, metrics=metrics,
+                       metric_name=metric_name, latency_input_shape=tuple(latency_input) if latency_input else None)  # fmt: skip
+
+
+def make_record(
+    artifact, facts: FileFacts, measurement: Measurement, device: str, threads: int | None, runs: int,
+    model: str | None = None, variant: str | None = None, reference: Mapping[str, float] | None = None,
+) -> BenchmarkRecord:  # fmt: skip
+    """The one rule that turns a measurement into a row: names from the lineage unless given, and
+    the metric's change against ``reference`` (the float source's metrics on the same data)."""
+    m = measurement
+    value = m.metrics.get(m.metric_name) if m.metrics and m.metric_name else None
+    base = reference.get(m.metric_name) if reference and m.metric_name else None
+    metrics = dict(m.metrics or {})
+    if base is not None:
+        metrics[f"float_{m.metric_name}"] = base
+    timing = m.timing
+    return BenchmarkRecord(
+        model=model or model_name(artifact), variant=variant or variant_name(artifact), format=artifact.format.value,
+        runtime=m.runtime, runtime_version=m.runtime_version, device=device, threads=threads,
+        size_bytes=facts.size_bytes, size_gzip_bytes=facts.size_gzip_bytes,
+        latency_ms_p50=timing.p50 if timing else None, latency_ms_p90=timing.p90 if timing else None,
+        latency_ms_p99=timing.p99 if timing else None,
+        throughput_per_s=1000.0 / float(np.mean(timing.latencies_ms)) if timing else None,
+        peak_memory_bytes=m.peak_memory_bytes, runs=runs if timing else 0, metric_name=m.metric_name,
+        metric_value=value, metric_delta=value - base if value is not None and base is not None else None,
+        metrics=metrics, lineage=tuple(s.step for s in artifact.metadata.lineage), status=m.status, note=m.note,
+        error_code=m.error_code, latency_input_shape=m.latency_input_shape,
+    )  # fmt: skip
+
+
 def run_benchmarks(
     artifacts,
     runtimes=None,
@@ -107,83 +205,47 @@ def run_benchmarks(
     trust_model: bool = False,
     progress: bool = False,
     memory: bool = True,
-):
-    from tqdm import tqdm
+    preprocessing: dict | None = None,
+) -> list[BenchmarkRecord]:
+    """`compress bench`: every model on every requested runtime that runs its format.
 
-    from edgecompress.errors import EdgeCompressError
-    from edgecompress.models.inputs import input_shape_of, model_inputs, resolve_preprocessing
-    from edgecompress.models.tasks import TASKS, evaluate
-    from edgecompress.reports.records import BenchmarkRecord
+    A model derived from another one in the same call (by its lineage's source hash) gets its
+    metric's change against that source's first measurement. ``preprocessing`` (scale, offset, mean,
+    std, color, layout) prepares ``eval_spec`` for models without a sidecar; options beat the sidecar.
+    """
+    from edgecompress._progress import progress_bar
+    from edgecompress.models.inputs import input_spec_of, model_inputs, resolve_preprocessing
     from edgecompress.runtimes import RUNTIMES, get_runtime
 
     backends = [get_runtime(name) for name in runtimes] if runtimes else [rt for _, rt in RUNTIMES.items()]
     pairs = [(a, rt) for a in artifacts for rt in backends if rt.accepts(a)]
-    records: list[BenchmarkRecord] = []
-    roots: list[str | None] = []  # the source each record's model was derived from
-    by_hash: dict[str, BenchmarkRecord] = {}
-    bar = tqdm(total=len(pairs) * runs, disable=not progress, unit="run", leave=False, dynamic_ncols=True)
-    for artifact in artifacts:
-        mine = [rt for a, rt in pairs if a is artifact]
-        size, gz = file_sizes(artifact.path)
-        base = dict(
-            model=model_name(artifact),
-            variant=variant_name(artifact),
-            format=artifact.format.value,
-            device=device,
-            threads=threads,
-            size_bytes=size,
-            size_gzip_bytes=gz,
-            lineage=[s.step for s in artifact.metadata.lineage],
-        )
-        if not mine:
-            records.append(
-                BenchmarkRecord(
-                    **base, runtime="-", runtime_version="-", status="skipped", note="no requested runtime runs this format"
-                )
-            )
-            roots.append(None)
-            continue
-        data = None
-        if eval_spec is not None:
-            pre = resolve_preprocessing(artifact).preprocessing
-            data = model_inputs(eval_spec, input_shape_of(artifact, trust_model), pre, split="test", need_labels=True)
-        sha = artifact.sha256()
-        root = artifact.metadata.lineage[0].source_sha256 if artifact.metadata.lineage else None
-        for runtime in mine:
-            bar.set_description(f"{artifact.path.name} on {runtime.name}")
-            record = BenchmarkRecord(**base, runtime=runtime.name, runtime_version=runtime.version())
-            ok, why = runtime.device_available(device)
-            if not ok:
-                record.status, record.note = "unavailable", why
-                records.append(record)
-                roots.append(root)
-                bar.update(runs)
+    measured: list[tuple[Any, FileFacts, Measurement | None]] = []
+    with progress_bar(total=len(pairs) * runs, disable=not progress, unit="run", dynamic_ncols=True) as bar:
+        for artifact in artifacts:
+            facts = FileFacts.of(artifact)
+            mine = [rt for a, rt in pairs if a is artifact]
+            if not mine:
+                measured.append((artifact, facts, None))
                 continue
-            try:
-                session = runtime.open(artifact, device, threads, trust_model)
-                shape = tuple(d if d and d > 0 else 1 for d in session.inputs[0].shape[1:])
-                sample = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-                timing = time_session(session, sample, warmup, runs, tick=lambda: bar.update(1))
-                if device == "cpu" and memory:
-                    record.peak_memory_bytes = peak_memory(runtime.name, artifact.path, threads, trust_model)
-                record.runs = runs
-                record.latency_ms_p50, record.latency_ms_p90, record.latency_ms_p99 = timing.p50, timing.p90, timing.p99
-                record.throughput_per_s = 1000.0 / float(np.mean(timing.latencies_ms))
-                if data is not None:
-                    task = artifact.metadata.task or "classification"
-                    scores = evaluate(session, data, task)
-                    record.metrics = scores
-                    record.metric_name = TASKS.get(task).primary_metric
-                    record.metric_value = scores[record.metric_name]
-                session.close()
-            except EdgeCompressError as exc:
-                record.status, record.note, record.error_code = "error", str(exc), exc.exit_code
-            records.append(record)
-            roots.append(root)
-            by_hash.setdefault(sha, record)
-    bar.close()
-    for record, root in zip(records, roots, strict=True):
-        baseline = by_hash.get(root) if root else None
-        if baseline and baseline.metric_value is not None and record.metric_value is not None:
-            record.metric_delta = record.metric_value - baseline.metric_value
+            data = None
+            if eval_spec is not None:
+                pre = resolve_preprocessing(artifact, preprocessing).preprocessing
+                spec = input_spec_of(artifact, trust_model, (preprocessing or {}).get("layout"))
+                data = model_inputs(eval_spec, spec.shape, pre, split="test", need_labels=True, layout=spec.layout)
+            for runtime in mine:
+                bar.set_description(f"{artifact.path.name} on {runtime.name}")
+                m = measure(artifact, runtime, device, threads, warmup, runs, data, trust_model, memory,
+                            lambda: bar.update(1))  # fmt: skip
+                measured.append((artifact, facts, m))
+    first: dict[str, Measurement] = {}
+    for _, facts, m in measured:
+        if m is not None and m.metrics:
+            first.setdefault(facts.sha256, m)
+    records = []
+    for artifact, facts, m in measured:
+        if m is None:
+            m = Measurement("-", "-", "skipped", "no requested runtime runs this format")
+        root = artifact.metadata.lineage[0].source_sha256 if artifact.metadata.lineage else None
+        reference = first[root].metrics if root in first else None
+        records.append(make_record(artifact, facts, m, device, threads, runs, reference=reference))
     return records

@@ -161,6 +161,13 @@ def html_section(report: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def render_inspect_page(inspections: Sequence[dict[str, Any]], title: str = "edgecompress inspect") -> str:
+    """A page holding only per-layer int8 reports (`compress inspect --html`)."""
+    from edgecompress.reports.html import page
+
+    return page(title, [html_section(report) for report in inspections])
+
+
 def find_inspections(results: str | Path) -> list[dict[str, Any]]:
     """Inspect reports a pipeline's stages recorded (``<results>/cache/*/stage.json``), oldest first."""
     import json

@@ -19,8 +19,11 @@ def machine_description() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchmarkRecord:
+    """Frozen: built once, with its names and its change against the float source, by
+    ``reports.bench.make_record``; a note added later is a new record (``dataclasses.replace``)."""
+
     model: str
     variant: str
     format: str
@@ -36,12 +39,14 @@ class BenchmarkRecord:
     throughput_per_s: float | None = None
     peak_memory_bytes: int | None = None
     batch_size: int = 1
+    #: the input shape latency was measured at (without batch), when it is not the model's own
+    latency_input_shape: tuple[int, ...] | None = None
     runs: int = 0
     metric_name: str | None = None
     metric_value: float | None = None
     metric_delta: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
-    lineage: list[str] = field(default_factory=list)
+    lineage: tuple[str, ...] = ()
     status: str = "ok"
     note: str = ""
     #: with status "error": the exit code of that error (edgecompress/errors.py), for scripts
@@ -51,8 +56,15 @@ class BenchmarkRecord:
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     )
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lineage", tuple(self.lineage))
+        if self.latency_input_shape is not None:
+            object.__setattr__(self, "latency_input_shape", tuple(self.latency_input_shape))
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        row = asdict(self)
+        row["lineage"] = list(self.lineage)
+        return row
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchmarkRecord:

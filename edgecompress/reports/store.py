@@ -35,6 +35,15 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_by_recipe ON records (recipe, model, variant);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipe TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    stages_run INTEGER NOT NULL,
+    stages_cached INTEGER NOT NULL,
+    machine TEXT NOT NULL,
+    finished TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+);
 """
 
 
@@ -98,6 +107,18 @@ class ResultsStore:
             raise
         return added
 
+    def log_run(self, recipe: str, seconds: float, stages_run: int, stages_cached: int, machine: str) -> None:
+        """One finished `compress pipeline` run: how long it took and how much it computed."""
+        self._db.execute("INSERT INTO runs (recipe, seconds, stages_run, stages_cached, machine) VALUES (?, ?, ?, ?, ?)",
+                         (recipe, seconds, stages_run, stages_cached, machine))  # fmt: skip
+
+    def runs(self, recipe: str | None = None) -> list[dict]:
+        query, args = "SELECT recipe, seconds, stages_run, stages_cached, machine, finished FROM runs", ()
+        if recipe is not None:
+            query, args = query + " WHERE recipe = ?", (recipe,)
+        keys = ("recipe", "seconds", "stages_run", "stages_cached", "machine", "finished")
+        return [dict(zip(keys, row, strict=True)) for row in self._db.execute(query + " ORDER BY id", args)]
+
     def records(self, recipe: str | None = None) -> list[BenchmarkRecord]:
         query, args = "SELECT record FROM records", ()
         if recipe is not None:
@@ -109,6 +130,16 @@ class ResultsStore:
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+
+
+def load_runs(path: str | Path, recipe: str | None = None) -> list[dict]:
+    """The logged `compress pipeline` runs of a results store (none for a JSON file of records)."""
+    path = Path(path)
+    path = path / DEFAULT_NAME if path.is_dir() else path
+    if path.suffix.lower() == ".json" or not path.exists():
+        return []
+    with ResultsStore(path) as store:
+        return store.runs(recipe)
 
 
 def load_records(path: str | Path, recipe: str | None = None) -> list[BenchmarkRecord]:

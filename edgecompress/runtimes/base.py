@@ -75,6 +75,13 @@ class Session(abc.ABC):
     def run_raw(self, prepared) -> None:
         """One inference on prepared inputs, nothing else: what latency benchmarks time."""
 
+    def resize_input(self, shape: tuple[int, ...]) -> None:
+        """Run the same file at another input size (batch 1). Convolutional backbones with global
+        pooling allow it, and their weights do not change; runtimes that cannot say so."""
+        from edgecompress.errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.runtime} cannot change a model's input size", "measure this size in LiteRT")
+
     def close(self) -> None:  # noqa: B027 - most backends free themselves
         pass
 
@@ -168,3 +175,17 @@ def time_session(session, x: np.ndarray, warmup: int = 5, runs: int = 50, tick: 
         if tick:
             tick()
     return Timing(latencies)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def guess_layout(shape: tuple[int, ...]) -> str:
+    """NCHW for an input shaped (1|3, H, W) with H, W not channel counts, as PyTorch exports are; else NHWC.
+
+    Why a guess is enough: a channels-first image has its 1 or 3 channels first and larger sizes
+    after; the ambiguous (3, 3, 3) stays NHWC, and ``--layout`` overrides any guess.
+    """
+    if len(shape) == 3 and shape[0] in (1, 3) and shape[-1] not in (1, 3, 4):
+        return "NCHW"
+    return "NHWC"

@@ -77,9 +77,11 @@ class LiteRTSession(Session):
         self.interpreter = interpreter
         self.device = device
         self.threads = threads
-        self._input = interpreter.get_input_details()[0]
+        details = interpreter.get_input_details()
+        self._input = details[0]
         self._outputs = _output_order(interpreter, output_names)
-        self.inputs = [_spec(self._input)]
+        # Every input is listed (so a caller can see a multi-input model); run() feeds the first.
+        self.inputs = [_spec(d) for d in details]
         self.outputs = [_spec(d) for d in self._outputs]
         self._batch = int(self._input["shape"][0])
         self._resizable = int(self._input.get("shape_signature", self._input["shape"])[0]) == -1
@@ -101,6 +103,28 @@ class LiteRTSession(Session):
             spec.dequantize(self.interpreter.get_tensor(d["index"]))
             for spec, d in zip(self.outputs, self._outputs, strict=True)
         ]
+
+    def resize_input(self, shape: tuple[int, ...]) -> None:
+        from edgecompress.errors import UnsupportedError
+
+        try:
+            self.interpreter.resize_tensor_input(self._input["index"], [1, *shape], strict=False)
+            self.interpreter.allocate_tensors()
+            # Some graphs only fail when run: a converter that folded a 1×1 global pooling away
+            # leaves a Reshape that no longer fits a larger feature map.
+            self.interpreter.set_tensor(self._input["index"], np.zeros([1, *shape], dtype=self._input["dtype"]))
+            self.interpreter.invoke()
+        except (ValueError, RuntimeError) as exc:
+            raise UnsupportedError(
+                f"this model's ops do not allow the input size {tuple(shape)}: {str(exc).splitlines()[0][:200]}",
+                "train at a size whose last feature map is larger than 1×1, or export the model at that size",
+            ) from None
+        self._input = self.interpreter.get_input_details()[0]
+        self._outputs = [next(d for d in self.interpreter.get_output_details() if d["index"] == o["index"])
+                         for o in self._outputs]  # fmt: skip
+        self.inputs = [_spec(self._input)]
+        self.outputs = [_spec(d) for d in self._outputs]
+        self._batch, self._resizable = 1, False
 
     def prepare_raw(self, x: np.ndarray):
         self._set_batch(len(x)) if self._resizable else None

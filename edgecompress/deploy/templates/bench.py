@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     model = Model(threads=args.threads)
-    sample = np.random.default_rng(0).uniform(-1.0, 1.0, size=model.input_hwc).astype(np.float32)
+    sample = np.random.default_rng(0).uniform(-1.0, 1.0, size=model.sample_shape).astype(np.float32)
     prepared = model.prepare(sample)
     for _ in range(args.warmup):
         model.run_raw(prepared)

@@ -27,11 +27,16 @@ def load_metadata(directory: Path = HERE) -> dict:
     return json.loads((directory / (MODEL_FILE + ".json")).read_text())
 
 
-def interpreter_class():
-    """The first LiteRT interpreter that imports, and its package name."""
+#: "default": the interpreter's own choice (XNNPACK where it applies); "reference": LiteRT's reference
+#: kernels, the same integer arithmetic in every build (slow; the self-check compares builds with them)
+KERNELS = ("default", "reference")
+
+
+def interpreter_module():
+    """The first LiteRT interpreter module that imports, and its package name."""
     for name in INTERPRETERS:
         try:
-            return importlib.import_module(name).Interpreter, name.split(".")[0]
+            return importlib.import_module(name), name.split(".")[0]
         except ImportError:
             continue
     raise SystemExit(
@@ -109,9 +114,22 @@ def _signature_names(interpreter, indices: list[int]) -> list[str] | None:
 
 
 class Model:
-    """Batch-1 inference: ``run`` takes one float sample, returns float outputs in metadata order."""
+    """Batch-1 inference: ``run`` takes one float sample, returns float outputs in metadata order.
 
-    def __init__(self, directory: Path = HERE, threads: int | None = None) -> None:
+    ``kernels="reference"`` runs LiteRT's reference kernels instead of the default (XNNPACK) ones.
+    """
+
+    @property
+    def runtime_version(self) -> str:
+        """``ai_edge_litert 2.3.0``: the interpreter package and its version, for reports."""
+        from importlib import metadata
+
+        try:
+            return f"{self.runtime} {metadata.version(self.runtime.replace('_', '-'))}"
+        except metadata.PackageNotFoundError:
+            return self.runtime
+
+    def __init__(self, directory: Path = HERE, threads: int | None = None, kernels: str = "default") -> None:
         self.metadata = load_metadata(directory)
         self.deploy = self.metadata.get("deploy", {})
         path = directory / MODEL_FILE
@@ -131,8 +149,11 @@ class Model:
             ]
             self.output_names = [o.name for o in self.outputs]
             return
-        cls, self.runtime = interpreter_class()
-        self._interpreter = cls(model_path=str(path), num_threads=threads)
+        module, self.runtime = interpreter_module()
+        options = {}
+        if kernels == "reference":
+            options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_REF
+        self._interpreter = module.Interpreter(model_path=str(path), num_threads=threads, **options)
         self._interpreter.allocate_tensors()
         self._input_index = self._interpreter.get_input_details()[0]["index"]
         self.input = _tensor(self._interpreter.get_input_details()[0])
@@ -141,6 +162,15 @@ class Model:
         self._output_indices = [d["index"] for d in details]
         self.outputs = [_tensor(d) for d in details]
         self.output_names = _signature_names(self._interpreter, self._output_indices) or [o.name for o in self.outputs]
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One input sample's shape (no batch axis): (H, W, C) for an image model, any shape otherwise."""
+        return tuple(int(d) for d in self.input.shape[1:])
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input.shape) == 4 and int(self.input.shape[-1]) in (1, 3)
 
     @property
     def input_hwc(self) -> tuple[int, int, int]:

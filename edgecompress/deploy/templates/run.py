@@ -1,6 +1,7 @@
 """Run the bundled model on images or .npy files and print or write what its task produces.
 
     python3 run.py INPUT [INPUT ...] [--top-k 5] [--threads 4] [--out DIR] [--json] [--save FILE.npz]
+    python3 run.py --self-check [--json]
 
 INPUT is a .npy file or an image (PNG/JPEG, needs Pillow). A uint8 .npy holds raw pixels
 ((H, W), (H, W, C) or (N, H, W, C)) and goes through the recorded preprocessing; a float .npy holds
@@ -8,14 +9,18 @@ model inputs of exactly the model's input shape, with or without a leading batch
 Classification prints the top-k classes; segmentation writes a mask per input; keypoints writes
 JSON per input: named points with x, y in [0, 1] of the image (plus z and visibility, as a
 probability, when the model regresses them) and every raw output under the model's output names.
+--self-check verifies the bundle's files against manifest.json, runs the reference inputs the toolkit
+measured, and exits non-zero unless the outputs agree (identical for int8 models).
 Depends only on numpy and a LiteRT interpreter (see requirements.txt).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import platform
 import sys
 from pathlib import Path
 
@@ -40,6 +45,9 @@ def read_image(path: Path, channels: int) -> np.ndarray:
 
 def load_samples(path: Path, model: Model, preprocessing: Preprocessing) -> list[tuple[str, np.ndarray]]:
     """(name, float model input) pairs from one file."""
+    shape = model.sample_shape
+    if not model.is_image:
+        return _model_inputs(path, shape)
     height, width, channels = model.input_hwc
     if path.suffix.lower() in IMAGE_SUFFIXES:
         pixels = read_image(path, channels)[None]
@@ -60,6 +68,17 @@ def load_samples(path: Path, model: Model, preprocessing: Preprocessing) -> list
     else:
         raise SystemExit(f"{path}: unsupported input; pass a .npy file or a PNG/JPEG image")
     return _named(path, preprocessing.apply(pixels, height, width, channels))
+
+
+def _model_inputs(path: Path, shape: tuple[int, ...]) -> list[tuple[str, np.ndarray]]:
+    """A model whose input is not an image (audio features, vectors…) takes float .npy arrays of its shape."""
+    if path.suffix.lower() != ".npy":
+        raise SystemExit(f"{path}: this model's input {shape} is not an image; pass a float .npy of that shape")
+    array = np.load(path, allow_pickle=False)
+    batch = array[None] if array.shape == shape else array
+    if array.dtype.kind != "f" or batch.shape[1:] != shape:
+        raise SystemExit(f"{path}: expected float arrays of shape {shape} (or N × {shape}), not {array.dtype} {array.shape}")
+    return _named(path, batch.astype(np.float32))
 
 
 def _named(path: Path, batch: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -200,18 +219,142 @@ def _stem(name: str) -> str:
     return f"{stem}_{index.rstrip(']')}" if index else stem
 
 
+HERE = Path(__file__).resolve().parent
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_problems(directory: Path, meta: dict) -> list[str]:
+    """Files that are missing or differ from what the bundle was built with."""
+    manifest = directory / MANIFEST
+    if manifest.is_file():
+        listed = json.loads(manifest.read_text()).get("files", {})
+    else:  # older bundles: the model's own hash is in its metadata
+        listed = {"model.tflite": meta.get("deploy", {}).get("model_sha256")}
+    problems = []
+    for name, digest in sorted(listed.items()):
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif digest and _sha256(path) != digest:
+            problems.append(f"{name} changed since the bundle was built (sha256 differs)")
+    return problems
+
+
+def _outputs(model: Model, x: np.ndarray) -> list[np.ndarray]:
+    return [np.stack(parts) for parts in zip(*(model.run(sample) for sample in x), strict=True)]
+
+
+def _compare(got: list[np.ndarray], path: Path, spec: dict, what: str) -> dict:
+    """One comparison with a saved reference: identical, or the largest difference against the tolerance."""
+    with np.load(path) as saved:
+        expected = [saved[f"output_{i}"] for i in range(len(saved.files))]
+    if [g.shape for g in got] != [e.shape for e in expected]:
+        return {"what": what, "identical": False, "passed": False, "max_abs_diff": None,
+                "summary": f"output shapes {[g.shape for g in got]} differ from the reference {[e.shape for e in expected]}"}
+    diffs = [float(np.max(np.abs(g.astype(np.float64) - e))) if g.size else 0.0 for g, e in zip(got, expected, strict=True)]
+    worst = max(diffs)
+    identical = all(np.array_equal(g, e) for g, e in zip(got, expected, strict=True))
+    allowed = float(spec["max_abs_diff"])
+    kind = "int8" if spec["integer"] else "float"
+    summary = f"identical ({kind})" if identical else (
+        f"largest difference {worst:.6g} (output {diffs.index(worst)}), tolerance {allowed:.6g} ({spec['rule']})")
+    return {"what": what, "identical": identical, "max_abs_diff": worst, "allowed": allowed, "summary": summary,
+            "passed": identical or (not spec["integer"] and worst <= allowed)}
+
+
+def self_check(args) -> int:
+    """Verify the files, run the reference inputs, compare with what the toolkit measured; 0 only if they agree.
+
+    Two comparisons. With LiteRT's reference kernels, which compute the same integers in every build:
+    this one must hold with any interpreter. With the default kernels (XNNPACK) against what the
+    toolkit measured: this one must hold with the interpreter build it measured with; another build
+    (tflite-runtime) has other optimized kernels, so there its difference is reported, not judged.
+    """
+    from litert_model import load_metadata
+
+    meta = load_metadata(HERE)
+    spec = meta.get("deploy", {}).get("self_check")
+    if not spec:
+        return _verdict(args, False, ["model.tflite.json has no self_check section; rebuild the bundle"], {})
+    problems = file_problems(HERE, meta)
+    note = None if (HERE / MANIFEST).is_file() else "no manifest.json: only model.tflite's checksum was verified"
+    if problems:
+        return _verdict(args, False, problems, {"note": note})
+    model = Model(threads=args.threads)
+    raw = np.load(HERE / spec["inputs"], allow_pickle=False)
+    # float reference inputs are model inputs already (a model whose input is not an image)
+    x = raw if raw.dtype.kind == "f" else Preprocessing.from_dict(meta.get("preprocessing") or {}).apply(raw, *model.input_hwc)
+    default = _compare(_outputs(model, x), HERE / spec["outputs"], spec, "default kernels")
+    # The same package and version on the same architecture: other machines run other microkernels (seen on
+    # an emulated Cortex-A76: one int8 value one step off XNNPACK's x86 result), so there it is reported only.
+    same_build = model.runtime_version == spec.get("measured_with") and platform.machine() == spec.get("measured_on")
+    comparisons = [default]
+    if spec.get("outputs_reference_kernels"):
+        reference = Model(threads=args.threads, kernels="reference")
+        comparisons.insert(0, _compare(_outputs(reference, x), HERE / spec["outputs_reference_kernels"], spec,
+                                       "reference kernels"))
+    judged = comparisons if same_build or len(comparisons) == 1 else comparisons[:1]
+    passed = all(c["passed"] for c in judged)
+    if passed and all(c["identical"] for c in comparisons):
+        summary = comparisons[0]["summary"]
+    elif passed:
+        summary = "; ".join(
+            f"{c['what']}: {c['summary']}" + ("" if c in judged else
+                                              f" (another build than the measured {spec.get('measured_with')} on {spec.get('measured_on')}: not judged)")
+            for c in comparisons)
+    else:
+        summary = "; ".join(f"{c['what']}: {c['summary']}" for c in judged if not c["passed"])
+    details = {"runtime": model.runtime_version, "samples": len(raw), "summary": summary, "note": note,
+               "identical": all(c["identical"] for c in judged), "measured_with": spec.get("measured_with"),
+               "max_abs_diff": max(c["max_abs_diff"] or 0.0 for c in judged), "allowed": float(spec["max_abs_diff"]),
+               "comparisons": comparisons}
+    return _verdict(args, passed, [] if passed else [summary], details)
+
+
+def _verdict(args, passed: bool, problems: list[str], details: dict) -> int:
+    if args.json:
+        print(json.dumps({"self_check": "passed" if passed else "failed", "problems": problems, **details}))
+    else:
+        if details.get("note"):
+            print(f"note: {details['note']}")
+        if passed:
+            print(f"self-check passed: {details['summary']} on {details['samples']} reference inputs "
+                  f"({details['runtime']}; reference: {details['measured_with']})")
+        else:
+            print("self-check FAILED: this copy does not compute what edgecompress measured", file=sys.stderr)
+            for problem in problems:
+                print(f"  {problem}", file=sys.stderr)
+    return 0 if passed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("inputs", nargs="+", type=Path, help=".npy files or PNG/JPEG images")
+    parser.add_argument("inputs", nargs="*", type=Path, help=".npy files or PNG/JPEG images")
+    parser.add_argument("--self-check", action="store_true",
+                        help="verify the files and compare the reference outputs; exit 1 on a mismatch")
     parser.add_argument("--top-k", type=int, default=5, help="classes to print (classification)")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads (default: runtime's)")
+    parser.add_argument("--kernels", choices=("default", "reference"), default="default",
+                        help="LiteRT's default (XNNPACK) or reference kernels (slow; identical in every build)")
     parser.add_argument("--out", type=Path, default=Path("."), help="where masks / keypoint JSON go")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--save", type=Path, help="also save every output (float, batch-stacked) to this .npz")
     args = parser.parse_args(argv)
+    if args.self_check:
+        return self_check(args)
+    if not args.inputs:
+        parser.error("give at least one INPUT, or --self-check")
     args.out.mkdir(parents=True, exist_ok=True)
 
-    model = Model(threads=args.threads)
+    model = Model(threads=args.threads, kernels=args.kernels)
     meta = model.metadata
     preprocessing = Preprocessing.from_dict(meta.get("preprocessing") or {})
     handle = TASKS.get(meta.get("task") or "", raw_outputs)
