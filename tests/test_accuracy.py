@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgecompress._env import import_tf_keras
 from edgecompress.calibration.observers import (
     OBSERVERS,
     EntropyObserver,
@@ -254,26 +255,42 @@ def test_equalization_keeps_float_outputs_and_narrows_the_channel_spread(name):
     assert result.spread_after < result.spread_before / 2
 
 
-def test_bias_correction_lowers_the_mean_output_error(tiny_keras, tiny_calib):
-    from edgecompress._env import import_tf_keras
+def _uneven_convnet(seed: int = 0):
+    """Conv → BatchNorm → ReLU ×3 with uneven BatchNorm scales, linear outputs: once folded, per-tensor
+    int8 rounds the narrow channels' weights coarsely, a systematic shift bias correction is for."""
+    tf_keras = import_tf_keras()
+    tf_keras.utils.set_random_seed(seed)
+    layers = tf_keras.layers
+    inputs = tf_keras.Input((32, 32, 3))
+    x = inputs
+    for i, width in enumerate((16, 32, 32)):
+        x = layers.Conv2D(width, 3, strides=2 if i else 1, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return _uneven(tf_keras.Model(inputs, layers.Dense(10, name="logits")(x)), seed + 1)
+
+
+def test_bias_correction_lowers_the_mean_output_error(tiny_calib):
     from edgecompress.api import model_inputs
     from edgecompress.compress.bias_correct import bias_correct
     from edgecompress.compress.convert import keras_to_tflite
     from edgecompress.runtimes.litert import LiteRTSession, interpreter_class
 
     tf_keras = import_tf_keras()
-    held = model_inputs("digits", tiny_keras.input_shape, tiny_calib.preprocessing, "test").array()[:200]
-    expected = tiny_keras.model.predict(held, verbose=0)
+    model = _uneven_convnet()
+    held = model_inputs("digits", (32, 32, 3), tiny_calib.preprocessing, "test").array()[:200]
+    expected = model.predict(held, verbose=0)
     errors = []
     for correct in (False, True):
-        model = tf_keras.models.clone_model(tiny_keras.model)
-        model.set_weights(tiny_keras.model.get_weights())
+        copy = tf_keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
         if correct:
-            bias_correct(model, tiny_calib, per_channel=False)
-        data = keras_to_tflite(model, "int8", tiny_calib, per_channel=False)
-        session = LiteRTSession(interpreter_class()[0](model_content=data), "cpu", None)
-        got = session.run(held)[0]
-        errors.append(float(np.mean(np.abs(np.mean(got - expected, axis=0)))))
+            result = bias_correct(copy, tiny_calib, per_channel=False)
+            assert result.corrected and result.samples == len(tiny_calib)
+        data = keras_to_tflite(copy, "int8", tiny_calib, per_channel=False)
+        got = LiteRTSession(interpreter_class()[0](model_content=data), "cpu", None).run(held)[0]
+        errors.append(float(np.mean(np.abs(np.mean(got - expected, axis=0)))))  # mean error per output, on held-out data
     assert errors[1] < errors[0]
 
 
