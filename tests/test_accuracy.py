@@ -370,7 +370,7 @@ def test_inspect_reports_layers_by_their_keras_names(tiny_classifier, tiny_keras
 
     plot, page = tmp_path / "sqnr.svg", tmp_path / "inspect.html"
     result = CliRunner().invoke(cli, ["inspect", str(tiny_classifier), "--calib", "digits", "--calib-samples", "40",
-                                      "--samples", "8", "--eval", "digits", "--json", "--plot", str(plot),
+                                      "--samples", "40", "--eval", "digits", "--json", "--plot", str(plot),  # > one batch (≤ 32)
                                       "--html", str(page)])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)

@@ -74,9 +74,11 @@ def inspect_tflite(
         for (q, twin, f), acc in zip(pairs, accumulators, strict=True):
             scale, zero = quant[q]
             value = (debug_run.tensor(q)()[:real].astype(np.float32) - zero) * (scale or 1.0)
-            reference = float_run.tensor(f)()[:real] if f is not None else debug_run.tensor(twin)()[:real]
-            acc.add(reference, value, debug_run.tensor(twin)()[:real])
-        final.add(float_run.tensor(output)()[:real], debug_run.tensor(debug_output)()[:real], None)
+            # Copies: a view of an interpreter's memory still alive at its next invoke() is refused.
+            twin_value = np.array(debug_run.tensor(twin)()[:real])
+            reference = np.array(float_run.tensor(f)()[:real]) if f is not None else twin_value
+            acc.add(reference, value, twin_value)
+        final.add(np.array(float_run.tensor(output)()[:real]), np.array(debug_run.tensor(debug_output)()[:real]), None)
     rows = []
     for depth, ((q, twin, f), acc) in enumerate(zip(pairs, accumulators, strict=True)):
         name = graph.names[twin]
