@@ -29,8 +29,8 @@ PathLike = str | os.PathLike
 Data = str | os.PathLike | ImageSet
 
 __all__ = [
-    "PassRun", "bench", "binarize", "cluster", "distill", "export", "load", "model_inputs", "prune", "qat",
-    "quantize", "run", "tune", "tune_recipe",
+    "PassRun", "bench", "binarize", "cluster", "distill", "export", "inspect", "load", "model_inputs", "prune",
+    "qat", "quantize", "run", "tune", "tune_recipe",
 ]  # fmt: skip
 
 
@@ -74,14 +74,20 @@ def quantize(
     trust_model: bool = False,
     force: bool = False,
     progress: bool = False,
+    **options: Any,
 ) -> PassRun:
     """Post-training quantization of a Keras, float .tflite or float .onnx model to TFLite or ONNX (int8 when
-    calibration data is given, else dynamic). ``format`` None: an ONNX source stays ONNX, others become TFLite."""
+    calibration data is given, else dynamic). ``format`` None: an ONNX source stays ONNX, others become TFLite.
+
+    ``options`` (Keras sources): the accuracy fields of QuantizeConfig — ``calibration`` (minmax,
+    percentile, entropy, mse), ``percentile``, ``keep_float``, ``auto_keep_float`` + ``max_drop``
+    (needs ``eval``), ``equalize``, ``bias_correction``, ``relu6``.
+    """
     from edgecompress.compress.quantize import QuantizeConfig, QuantizePass, choose_mode, default_format
 
     format = format or default_format(load(model).format).value
     chosen, reason = choose_mode(mode, calib is not None)
-    step = QuantizePass(QuantizeConfig(mode=chosen, format=format, per_channel=per_channel, io=io))
+    step = QuantizePass(QuantizeConfig(mode=chosen, format=format, per_channel=per_channel, io=io, **options))
     if calib is not None and not chosen.needs_calibration:
         log.warning("--calib is ignored by --mode %s, which needs no calibration", chosen.value)
         calib = None
@@ -328,3 +334,47 @@ def tune_recipe(path: PathLike, force: bool = False, progress: bool = False, str
 
     result = run_tune(load_tune_recipe(path, force), progress=progress)
     return require_pick(result) if strict else result
+
+
+def inspect(
+    model: PathLike,
+    calib: Data,
+    eval: Data | None = None,
+    format: str = "tflite",
+    calibration: str | None = None,
+    percentile: float = 99.99,
+    per_channel: bool = True,
+    keep_float: Sequence[str] | str = (),
+    samples: int = 32,
+    calib_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    preprocessing: dict[str, Any] | None = None,
+    trust_model: bool = False,
+    progress: bool = False,
+):
+    """Per-layer int8 error of a Keras model (one InspectReport per format; ``format="both"`` gives two).
+
+    Nothing is written, so this is not a pass run; the ``inspect`` pass writes the inspected model too.
+    """
+    from edgecompress.compress.inspect_run import InspectConfig, inspect_keras
+    from edgecompress.compress.runner import _check_targets_fit as check_targets_fit
+    from edgecompress.errors import UsageError
+    from edgecompress.models.inputs import Role, input_spec_of, load_roles, resolve_preprocessing
+    from edgecompress.runtimes.keras_io import load_keras
+
+    source = load(model)
+    if not source.format.is_keras:
+        raise UsageError(f"inspect takes a Keras model, not {source.format.value}", "pass the float .h5/.keras source")
+    formats = ["tflite", "onnx"] if format == "both" else [format]
+    configs = [InspectConfig(f, calibration, percentile, per_channel, keep_float, samples) for f in formats]
+    resolved = resolve_preprocessing(source, preprocessing)
+    spec = input_spec_of(source, trust_model, (preprocessing or {}).get("layout"))
+    plan = DataPlan(calibration=_source(calib, calib_samples), validation=_source(eval))
+    roles = load_roles(plan, {Role.CALIBRATION}, spec.shape, resolved.preprocessing, spec.layout)
+    keras_model = load_keras(source.path, trust_model=trust_model)
+    if roles.validation is not None:
+        check_targets_fit(source, keras_model, roles.validation, trust_model)
+    return [
+        inspect_keras(keras_model, roles.calibration, config, roles.validation, source.metadata.task, source.path.stem,
+                      progress).report
+        for config in configs
+    ]  # fmt: skip

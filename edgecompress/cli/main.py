@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 
 from edgecompress._env import configure_environment
+from edgecompress.cli.options import accuracy_options as _accuracy_options
+from edgecompress.cli.options import accuracy_overrides as _accuracy
 from edgecompress.cli.options import input_options, input_overrides, print_run
 from edgecompress.cli.options import overrides as _overrides
 from edgecompress.cli.options import preprocessing_options as _preprocessing_options
@@ -82,8 +84,9 @@ def cli(debug: bool) -> None:
 @click.option("--calib", help="Calibration data: image folder, .npy/.npz, or 'digits'.")
 @click.option("--calib-samples", type=click.IntRange(1), default=100, show_default=True)
 @click.option("--eval", "eval_data", help="Labelled data to measure source and output on: folder, .npz or 'digits'.")
+@_accuracy_options
 @_preprocessing_options
-def quantize(model, output, mode, fmt, per_tensor, io, calib, calib_samples, eval_data, scale, offset, mean, std, color, trust_model, force, as_json, quiet):
+def quantize(model, output, mode, fmt, per_tensor, io, calib, calib_samples, eval_data, calibration, percentile, keep_float, auto_keep_float, max_drop, equalize, bias_correction, scale, offset, mean, std, color, trust_model, force, as_json, quiet):
     """Post-training quantization of a Keras, float .tflite or float .onnx MODEL to TFLite or ONNX."""
     from edgecompress import api
     from edgecompress.compress.quantize import choose_mode, default_format
@@ -96,6 +99,7 @@ def quantize(model, output, mode, fmt, per_tensor, io, calib, calib_samples, eva
         model, output, mode=mode, format=fmt, per_channel=not per_tensor, io=io, calib=calib,
         calib_samples=calib_samples, eval=eval_data, preprocessing=_overrides(scale, offset, mean, std, color),
         trust_model=trust_model, force=force, progress=not (quiet or as_json),
+        **_accuracy(calibration, percentile, keep_float, auto_keep_float, max_drop, equalize, bias_correction),
     )
     print_run("quantize", report, time.perf_counter() - started, as_json, quiet)
 
@@ -190,13 +194,14 @@ def demo(output_dir, epochs, runs, quiet):
 
 
 from edgecompress.cli.deploy import deploy  # noqa: E402 - command groups kept in their own modules
+from edgecompress.cli.inspect import inspect  # noqa: E402
 from edgecompress.cli.pipeline import pipeline, report  # noqa: E402
 from edgecompress.cli.qat import binarize, qat  # noqa: E402
 from edgecompress.cli.train import cluster, distill, prune  # noqa: E402
 from edgecompress.cli.tune import tune  # noqa: E402
 from edgecompress.cli.zoo import zoo  # noqa: E402
 
-for _command in (deploy, zoo, prune, cluster, distill, qat, binarize, pipeline, report, tune):
+for _command in (deploy, zoo, prune, cluster, distill, qat, binarize, pipeline, report, inspect, tune):
     cli.add_command(_command)
 
 

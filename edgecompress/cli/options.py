@@ -120,3 +120,29 @@ def start_strategy(strategy: str, output):
     if strategy == "multi-worker" and not distribute.is_chief():
         return Path(tempfile.mkdtemp(prefix="edgecompress-worker-")) / Path(output).name
     return output
+
+
+def accuracy_options(func):
+    """`quantize`'s int8 accuracy tools: calibration method, weight fixes, layers kept in float."""
+    options = [
+        click.option("--calibration", type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
+                     help="Activation ranges from our observers (ONNX: ONNX Runtime's calibrators; mse ours). "
+                          "Default: the converter's own min/max."),
+        click.option("--percentile", type=click.FloatRange(50, 100, min_open=True), default=99.99, show_default=True,
+                     help="Central share of the values kept by --calibration percentile."),
+        click.option("--keep-float", help="Comma-separated Keras layer names to leave in float (`compress inspect` ranks them)."),
+        click.option("--auto-keep-float", is_flag=True, help="Keep the fewest layers in float so the metric drops ≤ --max-drop (needs --eval)."),
+        click.option("--max-drop", type=float, help="Largest metric drop in points allowed by --auto-keep-float."),
+        click.option("--equalize", is_flag=True, help="Cross-layer equalization of the weights first (BatchNorm folded)."),
+        click.option("--bias-correction", is_flag=True, help="Correct the biases for int8 weight rounding (uses --calib)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def accuracy_overrides(calibration, percentile, keep_float, auto_keep_float, max_drop, equalize, bias_correction) -> dict:
+    """The accuracy options as QuantizeConfig fields."""
+    return {"calibration": calibration, "percentile": percentile, "keep_float": keep_float or (),
+            "auto_keep_float": auto_keep_float, "max_drop": max_drop, "equalize": equalize,
+            "bias_correction": bias_correction}  # fmt: skip

@@ -107,8 +107,10 @@ def report(results, fmt, output, plots_dir, recipe, title):
     records = load_records(results, recipe)
     if fmt == "html":
         from edgecompress.reports.html import render_html
+        from edgecompress.reports.inspect import find_inspections, html_section
 
-        text = render_html(records, title or f"edgecompress report: {recipe or Path(results).stem}")
+        text = render_html(records, title or f"edgecompress report: {recipe or Path(results).stem}",
+                           [html_section(report) for report in find_inspections(results)])  # fmt: skip
         base = Path(results) if Path(results).is_dir() else Path(results).parent
         output = output or base / "report.html"
     elif fmt == "md":

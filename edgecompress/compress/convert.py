@@ -9,14 +9,21 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgecompress._env import import_tensorflow, native_output_silenced
 from edgecompress.calibration.data import ModelInputs
+from edgecompress.calibration.observers import DEFAULT_PERCENTILE
+from edgecompress.compress.layermap import LayerMap
 from edgecompress.compress.tflite_graph import add_signature, float_ops
 from edgecompress.errors import EdgeCompressError, UnsupportedError, require
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from edgecompress.compress.tflite_calibrate import Calibrated
 
 ONNX_OPSET = 17
 
@@ -29,6 +36,7 @@ def keras_to_tflite(
     io: str = "float",
     optimize_sparsity: bool = False,
     progress: bool = False,
+    ranges: RangeOptions | None = None,
 ) -> bytes:
     """Run the TFLite converter with the settings of one post-training mode.
 
@@ -36,15 +44,12 @@ def keras_to_tflite(
     ``from_keras_model``: that path first saves a whole SavedModel (tracing every layer), which is
     about 90 % of its time — 19 s against 1.4 s for the demo MobileNetV2, with identical output.
     The SignatureDef the Keras path would write is added back afterwards.
+
+    ``ranges`` (int8 only): calibrate with our observers and/or keep layers in float, through the
+    converter's calibrate-only step and its quantizer (``tflite_calibrate.py``).
     """
     tf = import_tensorflow()
-    specs = [
-        tf.TensorSpec((None, *tuple(t.shape[1:])), tf.float32, name=_tensor_name(t, i))
-        for i, t in enumerate(model.inputs)
-    ]
-    # A list (not a dict) keeps the outputs in the Keras order: dicts are flattened by sorted key.
-    function = tf.function(lambda *x: list(_as_list(model(list(x) if len(x) > 1 else x[0], training=False))))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function(*specs)])
+    converter, specs = _converter(model)
     optimizations = []
     if mode != "float":
         optimizations.append(tf.lite.Optimize.DEFAULT)
@@ -67,19 +72,27 @@ def keras_to_tflite(
             ]
         # The converter exposes per-tensor weight quantization only through this attribute.
         converter._experimental_disable_per_channel = not per_channel  # noqa: SLF001
+    kept: list[str] = []
     try:
         with native_output_silenced() as terminal:
-            if mode in ("int8", "int16x8"):
-                converter.representative_dataset = calibration.representative_dataset(terminal if progress else None)
-            data = converter.convert()
+            if mode == "int8" and ranges is not None:
+                calibrated = calibrate_converter(converter, calibration, ranges, terminal if progress else None)
+                kept = calibrated.op_outputs_of(ranges.keep_float, LayerMap.of(model), strict=True)
+                data = calibrated.quantize(per_channel, io, kept)
+            else:
+                if mode in ("int8", "int16x8"):
+                    converter.representative_dataset = calibration.representative_dataset(terminal if progress else None)
+                data = converter.convert()
+    except EdgeCompressError:
+        raise
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError, ValueError, RuntimeError…
         raise _conversion_error(exc, mode) from exc
-    kept: tuple[str, ...] = ()
-    if mode == "int8" and io == "float":
-        data, kept = _xnnpack_float_islands(data, function.get_concrete_function(*specs), calibration, per_channel)
-    data = add_signature(data, [s.name for s in specs], _output_names(model))
+    islands: tuple[str, ...] = ()
+    if mode == "int8" and io == "float" and ranges is None:
+        data, islands = _xnnpack_float_islands(data, model, calibration, per_channel)
+    data = finish_tflite(data, model, specs)
     if mode == "int8":
-        left = [op for op in float_ops(data) if op not in kept]
+        left = [op for op in float_ops(data, allowed=kept) if op not in islands]
         if left:
             raise UnsupportedError(
                 f"full-int8 conversion left op(s) {', '.join(left)} in float (no int8 kernel)",
@@ -88,7 +101,7 @@ def keras_to_tflite(
     return data
 
 
-def _xnnpack_float_islands(data: bytes, concrete, calibration: ModelInputs, per_channel: bool) -> tuple[bytes, tuple[str, ...]]:
+def _xnnpack_float_islands(data: bytes, model, calibration: ModelInputs, per_channel: bool) -> tuple[bytes, tuple[str, ...]]:
     """Int8 ops XNNPACK cannot run, kept in float where that lets XNNPACK run the whole graph.
 
     XNNPACK (LiteRT's CPU path on phones, Raspberry Pis and PCs) has no int8 kernel for some ops,
@@ -106,7 +119,7 @@ def _xnnpack_float_islands(data: bytes, concrete, calibration: ModelInputs, per_
     ops = tuple(sorted(before.splitting))
     try:
         with native_output_silenced():
-            islands = _quantize_keeping_float(concrete, calibration, per_channel, ops)
+            islands = _quantize_keeping_float(model, calibration, per_channel, ops)
     except Exception as exc:  # noqa: BLE001 - a converter that refuses leaves the full-int8 model as it was
         log.debug("requantizing with %s in float failed: %s", ops, exc)
         return data, ()
@@ -122,13 +135,13 @@ def _xnnpack_float_islands(data: bytes, concrete, calibration: ModelInputs, per_
     return islands, ops
 
 
-def _quantize_keeping_float(concrete, calibration: ModelInputs, per_channel: bool, ops: tuple[str, ...]) -> bytes:
+def _quantize_keeping_float(model, calibration: ModelInputs, per_channel: bool, ops: tuple[str, ...]) -> bytes:
     """Full-int8 quantization with ``ops`` (TFLite op names) left in float: the converter's
     calibrate-only step, then its MLIR quantizer with those ops denylisted."""
     tf = import_tensorflow()
     from tensorflow.lite.python import convert as lite_convert
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    converter, _ = _converter(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.representative_dataset = calibration.representative_dataset(None)
@@ -164,6 +177,56 @@ def int8_path(path: Path, fmt: str) -> str | None:
         return None
     ops = ", ".join(f"{n}× {op}" for op, n in islands.most_common())
     return f"ONNX Runtime runs {ops} in float between Dequantize/QuantizeLinear"
+
+
+@dataclass(frozen=True)
+class RangeOptions:
+    """How int8 activation ranges are chosen, and which Keras layers stay in float."""
+
+    #: None: the converter's (ONNX Runtime's) own min/max calibrator; else an observer name
+    method: str | None = None
+    percentile: float = DEFAULT_PERCENTILE
+    keep_float: tuple[str, ...] = ()
+
+
+def _converter(model):
+    """A converter of the model's inference call, and the input specs it was traced with."""
+    tf = import_tensorflow()
+    specs = [
+        tf.TensorSpec((None, *tuple(t.shape[1:])), tf.float32, name=_tensor_name(t, i))
+        for i, t in enumerate(model.inputs)
+    ]
+    # A list (not a dict) keeps the outputs in the Keras order: dicts are flattened by sorted key.
+    function = tf.function(lambda *x: list(_as_list(model(list(x) if len(x) > 1 else x[0], training=False))))
+    return tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function(*specs)]), specs
+
+
+def calibrate_converter(converter, calibration: ModelInputs, ranges: RangeOptions, progress_file=None) -> Calibrated:
+    from edgecompress.compress.tflite_calibrate import calibrate
+
+    return calibrate(converter, calibration, ranges.method, ranges.percentile, progress_file)
+
+
+def keras_calibrated(model, calibration: ModelInputs, ranges: RangeOptions, progress: bool = False) -> Calibrated:
+    """A float TFLite model of ``model`` carrying our int8 activation ranges (see tflite_calibrate.py),
+    to quantize as often as needed: keep-float searches and ``compress inspect`` calibrate once."""
+    tf = import_tensorflow()
+    converter, _ = _converter(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    try:
+        with native_output_silenced() as terminal:
+            return calibrate_converter(converter, calibration, ranges, terminal if progress else None)
+    except EdgeCompressError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _conversion_error(exc, "int8") from exc
+
+
+def finish_tflite(data: bytes, model, specs=None) -> bytes:
+    """The SignatureDef a Keras conversion would have written (inputs and outputs by Keras name)."""
+    names = [s.name for s in specs] if specs else [_tensor_name(t, i) for i, t in enumerate(model.inputs)]
+    return add_signature(data, names, _output_names(model))
 
 
 def _tensor_name(tensor, index: int) -> str:
@@ -225,6 +288,7 @@ def onnx_quantize(
     """Quantize an ONNX model with ONNX Runtime: dynamic, static QDQ int8 / int16x8, or float16.
 
     ``batch_size``: calibration batches; a model exported with a fixed batch (often 1) needs that one.
+    (Our calibration methods and layers kept in float: ``onnx_calibrate.quantize_with_ranges``.)
     """
     onnx = require("onnx", "onnx", "ONNX quantization")
     if mode == "float16":

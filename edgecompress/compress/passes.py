@@ -125,6 +125,9 @@ for _name, _module, _aliases in (
     ("distill", "distill", ("distillation", "kd")),
     ("qat", "qat", ("quantization_aware_training",)),
     ("binarize", "binarize", ("bnn",)),
+    ("equalize", "weightfix", ("cle",)),
+    ("bias_correct", "weightfix", ("bias_correction",)),
+    ("inspect", "inspect_run", ()),
 ):
     PASSES.declare(_name, f"edgecompress.compress.{_module}", *_aliases)
 

@@ -8,6 +8,7 @@ tests and reports want op counts. Lazy flatbuffer access keeps this fast for 100
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
@@ -23,6 +24,7 @@ class OpInfo:
     name: str
     input_types: tuple[str, ...]
     output_types: tuple[str, ...]
+    output_names: tuple[str, ...] = ()
 
 
 @cache
@@ -55,7 +57,10 @@ def operators(data: bytes) -> list[OpInfo]:
                 name = (code.CustomCode() or b"CUSTOM").decode()
             inputs = tuple(kind(op.Inputs(j)) for j in range(op.InputsLength()))
             outputs = tuple(kind(op.Outputs(j)) for j in range(op.OutputsLength()))
-            result.append(OpInfo(name, inputs, outputs))
+            names = tuple(
+                graph.Tensors(op.Outputs(j)).Name().decode() for j in range(op.OutputsLength()) if op.Outputs(j) >= 0
+            )
+            result.append(OpInfo(name, inputs, outputs, names))
     return result
 
 
@@ -63,9 +68,16 @@ def op_counts(data: bytes) -> Counter:
     return Counter(op.name for op in operators(data))
 
 
-def float_ops(data: bytes) -> list[str]:
-    """Ops that compute in float inside a model meant to be integer-only."""
-    return sorted({op.name for op in operators(data) if op.name not in BOUNDARY_OPS and "FLOAT32" in op.output_types})
+def float_ops(data: bytes, allowed: Iterable[str] = ()) -> list[str]:
+    """Ops that compute in float inside a model meant to be integer-only (except those whose output
+    tensors are named in ``allowed``: layers kept in float on purpose)."""
+    allowed = set(allowed)
+    return sorted({op.name for op in float_op_list(data) if not allowed & set(op.output_names)})
+
+
+def float_op_list(data: bytes) -> list[OpInfo]:
+    """Every op computing in float (Quantize/Dequantize at the int8 boundaries aside)."""
+    return [op for op in operators(data) if op.name not in BOUNDARY_OPS and "FLOAT32" in op.output_types]
 
 
 #: op → how its multiply-accumulates follow from (output shape, weight shape, input shape), per sample.

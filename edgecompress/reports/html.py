@@ -33,23 +33,28 @@ def svg_inline(data: bytes) -> str:
     return text[text.index("<svg") :]
 
 
-def render_html(records: Sequence[BenchmarkRecord], title: str = "edgecompress report") -> str:
-    parts = [
+def render_html(
+    records: Sequence[BenchmarkRecord], title: str = "edgecompress report", sections: Sequence[str] = ()
+) -> str:
+    """The page; ``sections``: more HTML sections to append (per-layer int8 reports: reports/inspect.py)."""
+    parts = [_meta(records), "<h2>Results</h2>", _table(records)]
+    summary = fastest_summary(records)
+    if summary:
+        parts.append('<ul class="fastest">' + "".join(f"<li>{html.escape(line)}</li>" for line in summary) + "</ul>")
+    parts += _plots(records)
+    return page(title, [*parts, *sections])
+
+
+def page(title: str, body: Sequence[str]) -> str:
+    """A self-contained page: the report's style, a title, then ``body``."""
+    head = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        _meta(records),
-        "<h2>Results</h2>",
-        _table(records),
     ]
-    summary = fastest_summary(records)
-    if summary:
-        parts.append('<ul class="fastest">' + "".join(f"<li>{html.escape(line)}</li>" for line in summary) + "</ul>")
-    parts += _plots(records)
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return "\n".join([*head, *body, "</body></html>"]) + "\n"
 
 
 def _meta(records: Sequence[BenchmarkRecord]) -> str:

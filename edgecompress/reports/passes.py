@@ -45,7 +45,12 @@ def _conversion(run: PassRun) -> list[str]:
     check = report.check
     lines.append(f"  export check  max |Δ| {check.max_abs_diff:.3g}, mean |Δ| {check.mean_abs_diff:.3g} on "
                  f"{check.samples} {check.inputs_from}: ok (tolerance {check.tolerance:.1%} of output scale)")  # fmt: skip
-    return lines + [f"  accuracy      {line}" for line in accuracy_lines(run.evaluation)]
+    lines += [f"  accuracy      {line}" for line in accuracy_lines(run.evaluation)]
+    if report.pass_name == "quantize":
+        from edgecompress.reports.inspect import fix_lines
+
+        lines += fix_lines(report.to_dict())  # calibration method, weight fixes, layers kept in float
+    return lines
 
 
 def accuracy_lines(evaluation: Evaluation | None) -> list[str]:
