@@ -147,8 +147,8 @@ def _quantize_keeping_float(model, calibration: ModelInputs, per_channel: bool, 
     converter.representative_dataset = calibration.representative_dataset(None)
     converter._experimental_calibrate_only = True  # noqa: SLF001 - the converter's own two-step path
     calibrated = converter.convert()
-    return lite_convert.mlir_quantize(calibrated, disable_per_channel=not per_channel, fully_quantize=True,
-                                      denylisted_ops=list(ops))  # fmt: skip
+    # Not fully_quantize: that would also make the model's inputs and outputs int8 (float I/O is kept).
+    return lite_convert.mlir_quantize(calibrated, disable_per_channel=not per_channel, denylisted_ops=list(ops))
 
 
 def int8_path(path: Path, fmt: str) -> str | None:

@@ -126,12 +126,13 @@ def check_emulated(
 ) -> EmulatedCheckReport:
     """Run the bundle folder in the emulated Pi userland with each interpreter; ValidationError on any disagreement.
 
-    The bundle is verified first, as by ``check_bundle``: nothing foreign runs (here as root in the
-    emulated userland) unless ``trust_bundle``.
+    The host tools are checked first, then the bundle is verified as by ``check_bundle``: nothing
+    foreign runs (here as root in the emulated userland) unless ``trust_bundle``.
     """
     from edgecompress.deploy.verify import read_bundle, reference_outputs, run_script, verify_bundle
 
     directory = Path(directory).resolve()
+    arm64.require_tools()  # one line naming the install command, before any work
     foreign = verify_bundle(directory, trust_bundle)
     metadata = read_bundle(directory)
     deploy = metadata["deploy"]
