@@ -43,7 +43,8 @@ class OnnxCalibration:
 
     @property
     def ranges(self) -> dict[str, tuple[float, float]]:
-        return {name: tuple(float(v) for v in self.tensors[name].range_value) for name in self.tensors}
+        # range_value holds 0-d or 1-element arrays; numpy 2 refuses float() of the latter
+        return {name: tuple(float(np.ravel(v)[0]) for v in self.tensors[name].range_value) for name in self.tensors}
 
     def nodes_of(self, layers: Iterable[str], layer_map: LayerMap) -> list[str]:
         """Float-model nodes a set of Keras layers took part in (by node and output names)."""
