@@ -1,9 +1,11 @@
 """compress tune: the search cuts what cannot win (checked against the grid on a fake measurement
-table), the pick respects every budget, and a budget nothing meets ends in one line."""
+table), scores only what could still be the pick, the pick respects every budget, and a budget
+nothing meets ends in one line."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -13,12 +15,13 @@ from edgecompress.pipeline.tune import (
     KnownLimit,
     TuneTarget,
     Variant,
+    dominated,
     search,
     search_space,
     thread_counts,
 )
 from edgecompress.pipeline.tune_run import choose, require_pick
-from edgecompress.reports.tune import Budget, Measured, TuneResult, budget_line, render_lines
+from edgecompress.reports.tune import Budget, Measured, TuneResult, budget_line, render_html, render_lines
 
 FIXES = [(("calibration", "entropy"),), (("equalize", True),), (("auto_keep_float", True), ("max_drop", 0.5))]
 SOURCE = 0.96
@@ -57,20 +60,29 @@ def fake_metric(variant: Variant) -> tuple[tuple[float, float], float, float]:
 
 
 class FakeBuilder:
-    """Stands in for build + time: looks each variant up in the table and counts the builds."""
+    """Stands in for build + time (``__call__``) and for scoring (``score``): looks each variant up
+    in the table and counts the builds and the scorings."""
 
     def __init__(self, table=None) -> None:
         self.built: list[Variant] = []
+        self.scored: list[str] = []
         self.table = table or fake_metric
+        self.metrics: dict[str, float] = {}
 
     def __call__(self, batch):
         out = []
         for v in batch:
             self.built.append(v)
             (one, two), size, metric = self.table(v)
+            self.metrics[v.label] = metric
             out.append(Measured(v.label, v.runtime, v.format, v.settings(), f"/fake/{v.label}", int(size * 1e6),
-                                {1: one, 2: two}, "top1", metric, SOURCE))  # fmt: skip
+                                {1: one, 2: two}, status="timed"))  # fmt: skip
         return out
+
+    def score(self, measured: Measured) -> Measured:
+        self.scored.append(measured.label)
+        return replace(measured, status="ok", metric_name="top1", metric=self.metrics[measured.label],
+                       source_metric=SOURCE)  # fmt: skip
 
 
 X86 = TUNE_TARGETS.get("x86-avx512")
@@ -79,7 +91,7 @@ SPACE = search_space(("litert", "onnxruntime"), FIXES)
 
 def run(budget: Budget, target: TuneTarget = X86, grid: bool = False, table=None):
     builder = FakeBuilder(table)
-    state = search(SPACE, builder, budget, target, grid=grid)
+    state = search(SPACE, builder, budget, target, grid=grid, score=builder.score)
     return state, builder.built
 
 
@@ -109,7 +121,7 @@ def test_an_accuracy_fix_is_searched_only_while_it_could_win():
     """ONNX Runtime alone: its int8 misses the drop (1.0 point); entropy calibration wins it back."""
     space = search_space(("onnxruntime",), FIXES)
     builder = FakeBuilder()
-    state = search(space, builder, Budget(max_drop=0.5), X86)
+    state = search(space, builder, Budget(max_drop=0.5), X86, score=builder.score)
     pick, why, _ = choose(state)
     assert pick.label == "int8 per-channel calibration=entropy · onnxruntime"
     built = [v.label for v in builder.built]
@@ -117,7 +129,7 @@ def test_an_accuracy_fix_is_searched_only_while_it_could_win():
     assert built.index("int8 per-channel · onnxruntime") < built.index(pick.label)
     assert "int8 per-channel equalize · onnxruntime" not in built
     grid = FakeBuilder()
-    assert choose(search(space, grid, Budget(max_drop=0.5), X86, grid=True))[0].label == pick.label
+    assert choose(search(space, grid, Budget(max_drop=0.5), X86, grid=True, score=grid.score))[0].label == pick.label
     assert "fastest of the" in why
 
 
@@ -125,8 +137,78 @@ def test_without_known_limits_nothing_is_assumed():
     bare = TuneTarget("bare", "no limits", ("litert",), (1, 2))
     space = search_space(("litert",), ())
     builder = FakeBuilder()
-    search(space, builder, Budget(), bare)
+    search(space, builder, Budget(), bare, score=builder.score)
     assert {"float16 · litert", "int16x8 per-channel · litert"} <= {v.label for v in builder.built}
+
+
+def test_a_variant_no_faster_than_the_incumbent_is_timed_but_not_scored():
+    budget = Budget(max_drop=0.5)
+    builder = FakeBuilder()
+    state = search(SPACE, builder, budget, X86, score=builder.score)
+    grid = FakeBuilder()
+    grid_state = search(SPACE, grid, budget, X86, grid=True, score=grid.score)
+    # the pick is the grid's, which scored every variant it built
+    pick = choose(state)[0]
+    assert pick.label == choose(grid_state)[0].label == "int8 per-channel · litert"
+    assert len(grid.scored) == len(grid.built) == len(SPACE)
+    assert all(m.scored for m in grid_state.measured.values())
+    # Round 1 scores the faster float model (ONNX Runtime, 0.50 ms): it meets the drop, so LiteRT's
+    # float (0.60 ms) can no longer be the pick and is only timed; so is every later variant slower
+    # than LiteRT's int8 (0.25 ms), whatever its metric would have been.
+    assert builder.scored == ["float · onnxruntime", "int8 per-channel · litert"]
+    timed = {m.label: m for m in state.measured.values() if m.ok and not m.scored}
+    assert set(timed) == {v.label for v in builder.built} - set(builder.scored)
+    assert {"float · litert", "int8 per-channel · onnxruntime", "int8 per-tensor · onnxruntime"} <= set(timed)
+    float_litert = timed["float · litert"]
+    assert float_litert.status == "timed" and float_litert.metric is None and float_litert.drop is None
+    assert "not scored: no faster than float · onnxruntime (0.500 ms)" in float_litert.note
+    assert "no faster than int8 per-channel · litert" in timed["int8 per-channel · onnxruntime"].note
+    assert all(m.latency_ms >= pick.latency_ms for m in timed.values())
+    assert not any(budget.met_by(m) for m in timed.values())  # never counted as meeting the drop
+    # the report says so; it never shows a metric for them
+    result = TuneResult("m", "top1", budget, "x86", "", (1, 2), "here", tuple(state.measured.values()),
+                        tuple(state.cut), len(SPACE), pick, choose(state)[1])  # fmt: skip
+    assert result.scored == 2 and json.loads(json.dumps(result.to_dict()))["scored"] == 2
+    lines = render_lines(result)
+    assert any(line.startswith("  timed only    float · litert: 0.600 ms, not scored") for line in lines)
+    assert "2 scored" in lines[3]
+    assert "Timed, not scored" in render_html(result, None)
+    records = [r for r in result.records() if (r.variant, r.runtime) == ("float", "litert")]
+    assert records and all(r.metric_value is None and r.note.startswith("not scored") for r in records)
+    assert "float · litert" not in {m.label for m in result.front("latency")}
+
+
+def test_a_variant_faster_than_the_incumbent_is_scored_even_within_the_timing_noise():
+    """LiteRT's int8 (0.25 ms) leads when ONNX Runtime's per-tensor int8 is timed at 0.245 ms: 2 %
+    faster, less than the noise margin a floor gets, but a measured latency is no floor: scored, picked."""
+
+    def table(variant):
+        (one, two), size, metric = fake_metric(variant)
+        if (variant.runtime, variant.mode, variant.per_channel) == ("onnxruntime", "int8", False):
+            return (one, 0.245), size, 0.958
+        return (one, two), size, metric
+
+    builder = FakeBuilder(table)
+    state = search(SPACE, builder, Budget(max_drop=0.5), X86, score=builder.score)
+    assert "int8 per-tensor · onnxruntime" in builder.scored
+    grid = FakeBuilder(table)
+    grid_state = search(SPACE, grid, Budget(max_drop=0.5), X86, grid=True, score=grid.score)
+    assert choose(state)[0].label == choose(grid_state)[0].label == "int8 per-tensor · onnxruntime"
+
+
+def test_dominated_compares_latency_then_size_with_the_incumbent_only():
+    budget = Budget(max_drop=0.5)
+    state = search([], FakeBuilder(), budget, X86)
+    timed = Measured("a", "litert", "tflite", {}, "/a", 1000, {1: 0.3}, status="timed")
+    assert dominated(timed, state) is None  # no incumbent yet: it must be scored
+    scored = replace(timed, label="b", status="ok", metric_name="top1", metric=SOURCE, source_metric=SOURCE)
+    state.measured[Variant("litert", "int8")] = scored
+    assert dominated(timed, state) is scored  # as fast and as large
+    assert dominated(replace(timed, size_bytes=999), state) is None  # as fast, smaller: it wins the tie
+    assert dominated(replace(timed, latency_by_threads={1: 0.2999}), state) is None
+    # an incumbent that misses the drop bounds nothing
+    state.measured[Variant("litert", "int8")] = replace(scored, metric=SOURCE - 0.01)
+    assert dominated(timed, state) is None
 
 
 @pytest.mark.parametrize(
@@ -156,6 +238,7 @@ def test_a_budget_nothing_meets_names_the_closest_candidate_in_one_line():
     state, _ = run(budget)
     pick, _, closest = choose(state)
     assert pick is None and closest.label == "int8 per-channel · litert"
+    assert all(m.scored for m in state.measured.values())  # no incumbent: nothing was skipped
     result = TuneResult("m", "top1", budget, "x86", "", (1, 2), "here", tuple(state.measured.values()),
                         tuple(state.cut), len(SPACE), None, "nothing meets the budget", closest)  # fmt: skip
     line = budget_line(result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -259,8 +260,32 @@ def _conversion_error(exc: Exception, mode: str) -> EdgeCompressError:
     return UnsupportedError(f"TFLite conversion failed ({mode}): {first.strip()[:300]}", "run with --debug for details")
 
 
+#: the last ONNX export: (the model it came from, opset, serialized proto)
+_LAST_ONNX: list[tuple[weakref.ref, int, bytes]] = []
+
+
 def keras_to_onnx(model, opset: int = ONNX_OPSET):
-    """Export a Keras (2 or 3) model through a tf.function, which tf2onnx handles for both."""
+    """Export a Keras (2 or 3) model through a tf.function, which tf2onnx handles for both.
+
+    The last export is kept, keyed by the model object: passes never mutate a loaded model
+    (``runtimes/keras_io.py``), so every ONNX variant of one source (float, int8 per-channel and
+    per-tensor, each calibration method …) starts from one export instead of one tf2onnx run each.
+    A fresh proto is returned every time, since quantizers may edit the graph they are given.
+    """
+    if _LAST_ONNX:
+        ref, last_opset, data = _LAST_ONNX[0]
+        if ref() is model and last_opset == opset:
+            return require("onnx", "onnx", "ONNX export").ModelProto.FromString(data)
+    proto = _keras_to_onnx(model, opset)
+    try:
+        ref = weakref.ref(model)
+    except TypeError:  # an object that cannot be weakly referenced is simply not remembered
+        return proto
+    _LAST_ONNX[:] = [(ref, opset, proto.SerializeToString())]
+    return proto
+
+
+def _keras_to_onnx(model, opset: int):
     tf = import_tensorflow()
     tf2onnx = require("tf2onnx", "onnx", "ONNX export")
     shape = tuple(model.inputs[0].shape[1:])

@@ -181,17 +181,51 @@ def score_pair(
 ) -> Evaluation:
     """Source and output on the same held-out samples, each in its own runtime (the source in
     Keras from the copy already loaded, when there is one), judged as the source's task."""
-    from edgecompress.models.tasks import TASKS, evaluate, task_of
+    from edgecompress.models.tasks import TASKS
+
+    task, before = score_source(source, data, keras_model, trust_model)
+    after = score_output(output, data, task, trust_model)
+    return Evaluation(data.source, TASKS.get(task).primary_metric, before, after)
+
+
+def score_source(
+    source: Artifact, data: ModelInputs, keras_model: KerasModel | None = None, trust_model: bool = False
+) -> tuple[str, Scores]:
+    """(the source's task, its scores on ``data``): the half of :func:`score_pair` a sweep needs once."""
+    from edgecompress.models.tasks import evaluate, task_of
     from edgecompress.runtimes import open_session
     from edgecompress.runtimes.keras_tf import KerasSession
 
     opened = KerasSession(keras_model.model, "cpu", None) if keras_model else open_session(source, trust_model=trust_model)
     with opened as session:
         task = task_of(source.metadata.task, [tuple(o.shape) for o in session.outputs])
-        before = Scores(session.runtime, evaluate(session, data, task), source.size_bytes)
+        return task, Scores(session.runtime, evaluate(session, data, task), source.size_bytes)
+
+
+def score_output(output: Artifact, data: ModelInputs, task: str, trust_model: bool = False) -> Scores:
+    """One output on the source's held-out samples, in the runtime that reads its format."""
+    from edgecompress.models.tasks import evaluate
+    from edgecompress.runtimes import open_session
+
     with open_session(output, trust_model=trust_model) as session:
-        after = Scores(session.runtime, evaluate(session, inputs_for(data, output, trust_model), task), output.size_bytes)
-    return Evaluation(data.source, TASKS.get(task).primary_metric, before, after)
+        return Scores(session.runtime, evaluate(session, inputs_for(data, output, trust_model), task), output.size_bytes)
+
+
+def load_held_out(
+    source: Artifact, data: DataPlan, preprocessing: dict[str, Any] | None = None, trust_model: bool = False
+) -> tuple[ModelInputs, KerasModel | None]:
+    """The plan's held-out data prepared for ``source`` as :func:`run_pass` prepares it (and the
+    loaded Keras source, if it is one): for a sweep that builds with ``evaluate=False`` and scores
+    its outputs itself, against one scoring of the source."""
+    if data.validation is None:
+        raise DataError("scoring needs held-out data, and none was given", ROLE_HINTS[Role.VALIDATION])
+    resolved = resolve_preprocessing(source, preprocessing)
+    keras_model = load_keras(source.path, trust_model) if source.format.is_keras else None
+    spec = input_spec_of(source, trust_model, (preprocessing or {}).get("layout"))
+    roles = load_roles(DataPlan(validation=data.validation), frozenset(), spec.shape, resolved.preprocessing, spec.layout)
+    assert roles.validation is not None
+    _check_targets_fit(source, keras_model, roles.validation, trust_model)
+    return roles.validation, keras_model
 
 
 def _suffix(step: Pass, output: str | os.PathLike) -> str:

@@ -13,7 +13,9 @@ with the reason. The floors come from two kinds of fact:
   float or reference kernels, so they are never faster than the float model on that runtime.
 
 Thread counts are measured on every built file (timing is cheap, building is not); accuracy does
-not depend on them. Search order only decides how soon the best variant is found, never what is
+not depend on them. Scoring (the metric on the held-out data) is the expensive
+part, so a built file is timed first and scored only if it could still be the pick: one no
+faster than a variant already known to meet the budget stays "timed, not scored" (``dominated``). Search order only decides how soon the best variant is found, never what is
 found. Building and timing live in ``pipeline/tune_run.py``; results and their rendering in
 ``reports/tune.py``.
 """
@@ -288,18 +290,40 @@ def decide(variant: Variant, state: SearchState, target: TuneTarget) -> Cut | No
     return None
 
 
+def dominated(measured: Measured, state: SearchState) -> Measured | None:
+    """The incumbent that makes scoring ``measured`` pointless, or None (it must be scored).
+
+    Latency is known before the metric: a built file is timed first. A variant no faster than a
+    variant already known to meet every budget (no smaller at the same latency) cannot become the
+    pick whatever its metric, since the pick is the fastest feasible variant. The comparison is
+    exact, without the timing-noise margin :func:`decide` allows a floor: a variant measured even a
+    little faster than the incumbent is scored, so skipping never changes the pick.
+    """
+    incumbent = state.incumbent()
+    if incumbent is None or not measured.ok:
+        return None
+    if (measured.latency_ms, measured.size_bytes) >= (incumbent.latency_ms, incumbent.size_bytes):
+        return incumbent
+    return None
+
+
 def search(
     space: Sequence[Variant],
     build: Callable[[Sequence[Variant]], Iterable[Measured]],
     budget: Budget,
     target: TuneTarget,
     grid: bool = False,
+    score: Callable[[Measured], Measured] | None = None,
 ) -> SearchState:
     """Measure the variants of ``space`` that can still become the pick; cut the rest.
 
-    ``build`` builds and measures a batch of variants (the executor may run a batch in parallel);
+    ``build`` builds and times a batch of variants (the executor may run a batch in parallel);
     each round takes the next undecided variant of every runtime, so runtimes progress side by
-    side. With ``grid`` nothing is cut: the reference the benchmark checks the search against.
+    side. ``score`` then adds the metric to a built variant (status "timed" → "ok"), the
+    expensive part: the round's variants are scored fastest first, and one that is
+    :func:`dominated` by the incumbent stays "timed", its note saying by which. Without ``score``,
+    ``build`` returns scored variants. With ``grid`` nothing is cut and everything is scored: the
+    reference the benchmark checks the search against.
     """
     state = SearchState(budget)
     queues = {rt: [v for v in space if v.runtime == rt] for rt in dict.fromkeys(v.runtime for v in space)}
@@ -313,6 +337,16 @@ def search(
                     batch.append(variant)
                     break
                 state.cut.append(cut)
-        for variant, result in zip(batch, build(batch), strict=True):
+        built = list(zip(batch, build(batch), strict=True))
+        for variant, result in sorted(built, key=lambda vr: (vr[1].latency_ms, vr[1].size_bytes)):
+            if score is not None and result.status == "timed":
+                incumbent = None if grid else dominated(result, state)
+                if incumbent is None:
+                    result = score(result)
+                else:
+                    result = replace(result, note=f"not scored: no faster than {incumbent.label} "
+                                     f"({incumbent.latency_ms:.3f} ms), which meets the budget")  # fmt: skip
             state.measured[variant] = result
+        for variant in batch:  # results in the space's order: the sort only decides what is scored first
+            state.measured[variant] = state.measured.pop(variant)
     return state

@@ -1,8 +1,13 @@
 """Running `compress tune`: build each variant the search asks for (``run_pass``, cached stages, the
-pipeline's executor), time it on every thread count in this process, pick, and write the results.
+pipeline's executor), time it on every thread count in this process, score it if it could still be
+the pick, pick, and write the results.
 
 Builds of one round may run in parallel (``executor.map``); timings never do: each is taken in
 this process after the round's builds are done, so no latency is measured beside another job.
+Scoring happens here too, after timing: the float source is scored once per run (not once per
+variant), each file once (it has one runtime, and accuracy does not depend on the thread count),
+and a file the search finds dominated is not scored at all (``pipeline/tune.py``). Every stage is
+cached in the work directory, so a rerun builds, times and scores nothing twice.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from edgecompress.artifacts import Artifact, write_bytes_atomic, write_metadata, write_text_atomic
 from edgecompress.errors import BudgetError, EdgeCompressError, UsageError
-from edgecompress.models.inputs import DataPlan, DataSource
+from edgecompress.models.inputs import DataPlan, DataSource, Role
 from edgecompress.pipeline.executors import Executor, make_executor
 from edgecompress.pipeline.run import ProgressPrinter, StageCache
 from edgecompress.pipeline.tune import (
@@ -119,13 +124,14 @@ def tune(config: TuneConfig, executor: Executor | None = None, progress: bool = 
     space = search_space(runtimes, accuracy_fixes(config.budget.max_drop))
     job = _BuildJob(Variant(runtimes[0], "float"), str(source.path), str(cache.root), config.data(),
                     config.preprocessing, config.trust_model)  # fmt: skip
+    scorer = _Scorer(source, config, cache, printer)
 
     def build(batch):
         jobs = [dataclasses.replace(job, variant=v) for v in batch]
         built = {info["key"]: info for info in executor.map(_build, jobs)}
-        return [_measured(v, built[_key(v)], cache, threads, config, printer) for v in batch]
+        return [_timed(v, built[_key(v)], cache, threads, config, printer) for v in batch]
 
-    state = search(space, build, config.budget, target, grid=config.search == "grid")
+    state = search(space, build, config.budget, target, grid=config.search == "grid", score=scorer)
     result = _result(source, state, target, threads, len(space), config, Path(workdir), time.perf_counter() - started)
     return _write(result, state, config, Path(workdir))
 
@@ -158,7 +164,7 @@ def _step(variant: Variant):
 
 
 def _build(job: _BuildJob) -> dict[str, Any]:
-    """Build one variant through ``run_pass`` (a cached stage) and score it on the held-out data."""
+    """Build one variant through ``run_pass`` (a cached stage); scoring is the caller's (``_Scorer``)."""
     from edgecompress._env import debug_enabled, quiet_python_loggers
     from edgecompress.artifacts import sha256_of
     from edgecompress.compress.runner import run_pass
@@ -166,7 +172,8 @@ def _build(job: _BuildJob) -> dict[str, Any]:
     if not debug_enabled():
         quiet_python_loggers()
     step = _step(job.variant)
-    data = job.data
+    # held-out data only for a pass that measures on it itself (auto keep-float), never to score here
+    data = job.data if Role.VALIDATION in step.needs() else dataclasses.replace(job.data, validation=None)
     payload = {
         "stage": "tune-build", "source": sha256_of(Path(job.source)), "pass": step.name, "params": step.params(),
         "validation": data.validation.fingerprint() if data.validation else None,
@@ -179,10 +186,8 @@ def _build(job: _BuildJob) -> dict[str, Any]:
 
     def compute(directory: Path) -> dict[str, Any]:
         run = run_pass(step, job.source, directory / f"model{step.produces.suffix}", data, job.preprocessing,
-                       job.trust_model)  # fmt: skip
-        ev = run.evaluation
-        return {"file": run.output.path.name, "metric": ev.metric, "source": ev.source.metrics[ev.metric],
-                "output": ev.output.metrics[ev.metric], "seconds": time.perf_counter() - started}  # fmt: skip
+                       job.trust_model, evaluate=False)  # fmt: skip
+        return {"file": run.output.path.name, "seconds": time.perf_counter() - started}
 
     try:
         info, cached = cache.run(key, compute)
@@ -194,8 +199,9 @@ def _build(job: _BuildJob) -> dict[str, Any]:
 # --------------------------------------------------------------------------- timing (here, one at a time)
 
 
-def _measured(variant: Variant, info: dict[str, Any], cache: StageCache, threads, config: TuneConfig,
-              printer: ProgressPrinter) -> Measured:  # fmt: skip
+def _timed(variant: Variant, info: dict[str, Any], cache: StageCache, threads, config: TuneConfig,
+           printer: ProgressPrinter) -> Measured:  # fmt: skip
+    """The built file timed at every thread count: status "timed" until ``_Scorer`` adds its metric."""
     common = {"label": variant.label, "runtime": variant.runtime, "format": variant.format,
               "settings": variant.settings()}  # fmt: skip
     if "error" in info:
@@ -206,8 +212,7 @@ def _measured(variant: Variant, info: dict[str, Any], cache: StageCache, threads
     for count in threads:
         latencies[count] = _latency(artifact, variant.runtime, count, cache, config)
     result = Measured(**common, path=info["path"], size_bytes=artifact.size_bytes, latency_by_threads=latencies,
-                      metric_name=info["metric"], metric=info["output"], source_metric=info["source"],
-                      seconds=info.get("seconds", 0.0), cached=bool(info.get("cached")))  # fmt: skip
+                      status="timed", seconds=info.get("seconds", 0.0), cached=bool(info.get("cached")))  # fmt: skip
     printer.say(f"  {'cached' if result.cached else 'built':<7} {result.summary()}")
     return result
 
@@ -229,6 +234,73 @@ def _latency(artifact: Artifact, runtime: str, threads: int, cache: StageCache, 
 
     info, _ = cache.run(cache.key(payload), compute)
     return float(info["p50"])
+
+
+# --------------------------------------------------------------------------- scoring (here, once each)
+
+
+class _Scorer:
+    """Scores built files on the held-out data against one scoring of the float source.
+
+    The held-out data and the Keras source are loaded at the first score that is not cached; the
+    source's metric is a cached stage of its own, so it is computed once per work directory.
+    """
+
+    def __init__(self, source: Artifact, config: TuneConfig, cache: StageCache, printer: ProgressPrinter) -> None:
+        self.source = source
+        self.config = config
+        self.cache = cache
+        self.printer = printer
+        self.validation = config.data().validation
+        self._held_out = None
+        self._reference: dict[str, Any] | None = None
+
+    def _data(self):
+        from edgecompress.compress.runner import load_held_out
+
+        if self._held_out is None:
+            self._held_out = load_held_out(self.source, DataPlan(validation=self.validation),
+                                           self.config.preprocessing, self.config.trust_model)  # fmt: skip
+        return self._held_out
+
+    def _payload(self, file_sha: str, runtime: str) -> dict[str, Any]:
+        return {"stage": "tune-score", "file": file_sha, "runtime": runtime,
+                "validation": self.validation.fingerprint() if self.validation else None,
+                "preprocessing": self.config.preprocessing}  # fmt: skip
+
+    def reference(self) -> dict[str, Any]:
+        """The float source's task, metric name and value (Keras, as ``run_pass`` scores it)."""
+        if self._reference is None:
+            from edgecompress.compress.runner import score_source
+            from edgecompress.models.tasks import TASKS
+
+            def compute(_: Path) -> dict[str, Any]:
+                data, keras_model = self._data()
+                task, scores = score_source(self.source, data, keras_model, self.config.trust_model)
+                metric = TASKS.get(task).primary_metric
+                return {"task": task, "metric": metric, "value": scores.metrics[metric]}
+
+            self._reference, _ = self.cache.run(self.cache.key(self._payload(self.source.sha256(), "keras")), compute)
+        return self._reference
+
+    def __call__(self, measured: Measured) -> Measured:
+        from edgecompress.compress.runner import score_output
+
+        reference = self.reference()
+        artifact = Artifact.open(measured.path)
+        started = time.perf_counter()
+
+        def compute(_: Path) -> dict[str, Any]:
+            data, _keras = self._data()
+            scores = score_output(artifact, data, reference["task"], self.config.trust_model)
+            return {"value": scores.metrics[reference["metric"]]}
+
+        info, _ = self.cache.run(self.cache.key(self._payload(artifact.sha256(), measured.runtime)), compute)
+        result = dataclasses.replace(measured, status="ok", metric_name=reference["metric"], metric=info["value"],
+                                     source_metric=reference["value"],
+                                     seconds=measured.seconds + time.perf_counter() - started)  # fmt: skip
+        self.printer.say(f"  scored  {result.summary()}")
+        return result
 
 
 # --------------------------------------------------------------------------- the pick
@@ -260,7 +332,7 @@ def _result(source: Artifact, state: SearchState, target: TuneTarget, threads, s
     import platform
 
     pick, why, closest = choose(state)
-    metric = next((m.metric_name for m in state.measured.values() if m.ok), "metric")
+    metric = next((m.metric_name for m in state.measured.values() if m.scored), "metric")
     note = ""
     if target.arch != platform.machine():
         note = f"target {target.name} is {target.arch}: these latencies are this machine's, a ranking, not the device's"

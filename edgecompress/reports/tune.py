@@ -68,7 +68,10 @@ class Budget:
 @dataclass(frozen=True)
 class Measured:
     """One built variant: its file, its latency at each thread count, and its metric beside the
-    float source's on the same held-out data."""
+    float source's on the same held-out data.
+
+    ``status``: "ok" (timed and scored), "timed" (timed, not scored: it could not be the pick,
+    ``note`` says why; its metric is unknown, never filled in) or "failed"."""
 
     label: str
     runtime: str
@@ -80,14 +83,19 @@ class Measured:
     metric_name: str = "metric"
     metric: float | None = None
     source_metric: float | None = None
-    status: str = "ok"  # ok | failed
+    status: str = "ok"  # ok | timed | failed
     note: str = ""
     seconds: float = 0.0
     cached: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok" and bool(self.latency_by_threads)
+        """Built and timed (scored or not)."""
+        return self.status in ("ok", "timed") and bool(self.latency_by_threads)
+
+    @property
+    def scored(self) -> bool:
+        return self.ok and self.status == "ok"
 
     @property
     def threads(self) -> int | None:
@@ -108,6 +116,8 @@ class Measured:
         if not self.ok:
             return f"{self.label}: failed ({self.note})"
         drop = f", {self.metric_name} {self.metric:.2%} ({-self.drop:+.2f} points)" if self.drop is not None else ""
+        if not self.scored:
+            drop = f", {self.metric_name} not scored"
         return f"{self.label}, {self.threads} thread(s): {self.latency_ms:.3f} ms, {self.size_bytes / 1e6:.2f} MB{drop}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,6 +163,10 @@ class TuneResult:
     def built(self) -> int:
         return sum(1 for m in self.measured if not m.cached)
 
+    @property
+    def scored(self) -> int:
+        return sum(1 for m in self.measured if m.scored)
+
     def front(self, axis: str) -> list[Measured]:
         """The measured variants no other beats on both the metric and ``axis`` (latency or size)."""
         from edgecompress.reports.plots import pareto_front
@@ -179,7 +193,8 @@ class TuneResult:
         return {
             "model": self.model, "metric": self.metric_name, "budget": self.budget.to_dict(), "target": self.target,
             "target_note": self.target_note, "threads": list(self.threads), "machine": self.machine,
-            "search": self.search, "space_size": self.space_size, "built": self.built, "seconds": self.seconds,
+            "search": self.search, "space_size": self.space_size, "built": self.built, "scored": self.scored,
+            "seconds": self.seconds,
             "pick": self.pick.to_dict() if self.pick else None, "why": self.why,
             "closest": self.closest.to_dict() if self.closest else None, "output": self.output,
             "workdir": self.workdir, "measured": [m.to_dict() for m in self.measured],
@@ -199,7 +214,8 @@ def render_lines(result: TuneResult) -> list[str]:
         + (f" ({result.target_note})" if result.target_note else ""),
         f"  budget        {result.budget.describe(result.metric_name)}",
         f"  searched      {measured} of {result.space_size} variants measured ({result.built} built, "
-        f"{measured - result.built} cached), {len(result.cut)} cut, in {result.seconds:.1f} s ({result.search})",
+        f"{measured - result.built} cached; {result.scored} scored), {len(result.cut)} cut, "
+        f"in {result.seconds:.1f} s ({result.search})",
     ]
     for axis in ("latency", "size"):
         lines.append(f"  Pareto front, {result.metric_name} vs {axis}:")
@@ -214,6 +230,8 @@ def render_lines(result: TuneResult) -> list[str]:
     for cut in result.cut:
         lines.append(f"  cut           {cut.label}: {cut.reason}")
     for m in result.measured:
+        if m.ok and not m.scored:
+            lines.append(f"  timed only    {m.label}: {m.latency_ms:.3f} ms, {m.note}")
         if not m.ok:
             lines.append(f"  failed        {m.label}: {m.note}")
     if result.workdir:
@@ -227,10 +245,16 @@ def _table(rows: Sequence[Measured], pick: Measured | None) -> list[str]:
     for m in rows:
         mark = "  ← pick" if pick is not None and m.label == pick.label else ""
         drop = "-" if m.drop is None else f"{-m.drop:+.2f}"
-        metric = "-" if m.metric is None else f"{m.metric:.2%}"
+        metric = _metric_cell(m)
         out.append(f"{m.label[:44]:<44} {m.threads:>7} {m.latency_ms:>7.3f} ms {m.size_bytes / 1e6:>6.2f} MB "
                    f"{metric:>8} {drop:>9}{mark}")  # fmt: skip
     return out
+
+
+def _metric_cell(m: Measured) -> str:
+    if not m.scored:
+        return "not scored"
+    return "-" if m.metric is None else f"{m.metric:.2%}"
 
 
 def budget_line(result: TuneResult) -> str:
@@ -257,7 +281,7 @@ def tune_figure(result: TuneResult):
     """The two Pareto panels of ``reports/plots.py`` for the measured variants, the pick starred."""
     from edgecompress.reports.plots import model_figure
 
-    best = [r for r in result.records() if r.status == "ok"]
+    best = [r for r in result.records() if r.status == "ok" and r.metric_value is not None]
     figure = model_figure(_best_threads(result, best), result.model)
     if figure is None:
         return None
@@ -289,7 +313,8 @@ def render_html(result: TuneResult, svg: str | None) -> str:
         f"<style>{_CSS}</style></head><body>", f"<h1>{esc(title)}</h1>",
         f'<p class="meta">{esc(render_lines(result)[0].strip())}; measured on {esc(result.machine)}.</p>',
         f'<p class="meta">Budget: {esc(result.budget.describe(result.metric_name))}. '
-        f"{len(result.measured)} of {result.space_size} variants measured, {len(result.cut)} cut, "
+        f"{len(result.measured)} of {result.space_size} variants measured ({result.scored} scored), "
+        f"{len(result.cut)} cut, "
         f"{result.seconds:.1f} s.</p>",
     ]  # fmt: skip
     if result.pick is not None:
@@ -303,6 +328,11 @@ def render_html(result: TuneResult, svg: str | None) -> str:
         parts.append(_html_table(result.front(axis), result.pick))
     parts.append("<h2>Every measured variant</h2>")
     parts.append(_html_table(sorted((m for m in result.measured if m.ok), key=lambda m: m.latency_ms), result.pick))
+    timed = [m for m in result.measured if m.ok and not m.scored]
+    if timed:
+        parts.append("<h2>Timed, not scored</h2><ul>")
+        parts += [f"<li>{esc(m.label)}: {m.latency_ms:.3f} ms, {esc(m.note)}</li>" for m in timed]
+        parts.append("</ul>")
     if result.cut:
         parts.append("<h2>Cut without building</h2><ul>")
         parts += [f"<li>{esc(c.label)}: {esc(c.reason)}</li>" for c in result.cut]
@@ -316,7 +346,7 @@ def _html_table(rows: Sequence[Measured], pick: Measured | None) -> str:
     out = ['<table class="results"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"]
     for m in rows:
         cells = [m.label + (" ← pick" if pick is not None and m.label == pick.label else ""), str(m.threads),
-                 f"{m.latency_ms:.3f}", f"{m.size_bytes / 1e6:.2f}", "-" if m.metric is None else f"{m.metric:.2%}",
+                 f"{m.latency_ms:.3f}", f"{m.size_bytes / 1e6:.2f}", _metric_cell(m),
                  "-" if m.drop is None else f"{-m.drop:+.2f}"]  # fmt: skip
         out.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     out.append("</tbody></table>")
