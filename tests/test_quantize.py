@@ -97,6 +97,25 @@ def test_onnx_modes(workdir, tiny_classifier, mode):
     assert abs(quantized["top1"] - source["top1"]) <= 0.03
 
 
+def test_onnx_export_is_reused_until_the_weights_change():
+    import tf_keras
+
+    from edgecompress.compress.convert import keras_to_onnx
+
+    def first_weights(proto) -> bytes:
+        return max((init for init in proto.graph.initializer), key=lambda init: len(init.raw_data)).raw_data
+
+    model = tf_keras.Sequential([tf_keras.Input((6,)), tf_keras.layers.Dense(4)])
+    first = keras_to_onnx(model)
+    again = keras_to_onnx(model)
+    assert again is not first and again.SerializeToString() == first.SerializeToString()
+    again.graph.ClearField("node")  # a quantizer editing its copy leaves the kept export alone
+    assert len(keras_to_onnx(model).graph.node) == len(first.graph.node) > 0
+    kernel, bias = model.get_weights()
+    model.set_weights([kernel + 1.0, bias])  # changed in place: exported again, not served stale
+    assert first_weights(keras_to_onnx(model)) != first_weights(first)
+
+
 def test_mode_defaults_and_reason(workdir, tiny_classifier):
     report = api.quantize(tiny_classifier, workdir / "default.tflite")
     assert report.report.params["mode"] == "dynamic" and "no calibration data" in report.notes[0]

@@ -6,6 +6,7 @@ settings that ``compress quantize`` uses.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import tempfile
@@ -13,6 +14,8 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from edgecompress._env import import_tensorflow, native_output_silenced
 from edgecompress.calibration.data import ModelInputs
@@ -260,29 +263,38 @@ def _conversion_error(exc: Exception, mode: str) -> EdgeCompressError:
     return UnsupportedError(f"TFLite conversion failed ({mode}): {first.strip()[:300]}", "run with --debug for details")
 
 
-#: the last ONNX export: (the model it came from, opset, serialized proto)
-_LAST_ONNX: list[tuple[weakref.ref, int, bytes]] = []
+#: the last ONNX export: (the model it came from, opset, digest of its weights, serialized proto)
+_LAST_ONNX: list[tuple[weakref.ref, int, str, bytes]] = []
 
 
 def keras_to_onnx(model, opset: int = ONNX_OPSET):
     """Export a Keras (2 or 3) model through a tf.function, which tf2onnx handles for both.
 
-    The last export is kept, keyed by the model object: passes never mutate a loaded model
-    (``runtimes/keras_io.py``), so every ONNX variant of one source (float, int8 per-channel and
-    per-tensor, each calibration method …) starts from one export instead of one tf2onnx run each.
-    A fresh proto is returned every time, since quantizers may edit the graph they are given.
+    The last export is kept, keyed by the model object and a digest of its weights, so every ONNX
+    variant of one source (float, int8 per-channel and per-tensor, each calibration method …) starts
+    from one export instead of one tf2onnx run each, and a model whose weights changed in place is
+    exported again. A fresh proto is returned every time: quantizers may edit the graph they get.
     """
+    digest = _weights_digest(model)
     if _LAST_ONNX:
-        ref, last_opset, data = _LAST_ONNX[0]
-        if ref() is model and last_opset == opset:
+        ref, last_opset, last_digest, data = _LAST_ONNX[0]
+        if ref() is model and (last_opset, last_digest) == (opset, digest):
             return require("onnx", "onnx", "ONNX export").ModelProto.FromString(data)
     proto = _keras_to_onnx(model, opset)
     try:
         ref = weakref.ref(model)
     except TypeError:  # an object that cannot be weakly referenced is simply not remembered
         return proto
-    _LAST_ONNX[:] = [(ref, opset, proto.SerializeToString())]
+    _LAST_ONNX[:] = [(ref, opset, digest, proto.SerializeToString())]
     return proto
+
+
+def _weights_digest(model) -> str:
+    """A hash of every weight: milliseconds for the zoo models, against seconds of tf2onnx."""
+    digest = hashlib.blake2b(digest_size=16)
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
 
 
 def _keras_to_onnx(model, opset: int):
