@@ -58,8 +58,10 @@ def test_missing_tools_name_the_install_command(monkeypatch, tmp_path):
 
 
 def test_cli_arch_without_tools_is_one_line(monkeypatch, tmp_path):
-    """The tools are checked before anything is built; the error is one line with the command."""
+    """The tools are checked before anything is built (after the bundle is verified: tests/test_bundle_trust.py);
+    the error is one line with the command."""
     monkeypatch.setattr(arm64.shutil, "which", lambda command: None)
+    monkeypatch.setattr("edgecompress.deploy.verify.verify_bundle", lambda directory, trust_bundle: ())
     monkeypatch.setattr("edgecompress.deploy.verify.read_bundle", lambda directory: {"deploy": {"binarized": False}})
     result = CliRunner().invoke(cli, ["deploy", "--check", str(tmp_path), "--arch", "aarch64"])
     assert result.exit_code == RuntimeUnavailableError.exit_code

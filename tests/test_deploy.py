@@ -466,14 +466,14 @@ def test_self_check_passes_on_the_real_bundle(interpreter_venvs, bundles, interp
     reference, default = verdict["comparisons"]
     assert reference["what"] == "reference kernels" and reference["passed"]
     if mode == "int8":
-        # Reference kernels: the same integers in both packages. Default kernels: identical only in the
-        # build the toolkit measured with; tflite-runtime's own int8 kernels differ and are not judged.
-        assert reference["identical"] and verdict["identical"]
+        # Reference kernels: the same integers in one package; tflite-runtime's may round an op one int8
+        # step differently (seen on the landmark model). Default kernels: identical only in the build the
+        # toolkit measured with; tflite-runtime's own int8 kernels differ and are not judged.
         if interpreter == "ai-edge-litert":
-            assert default["identical"] and verdict["summary"] == "identical (int8)"
+            assert reference["identical"] and default["identical"] and verdict["summary"] == "identical (int8)"
         else:
-            assert verdict["summary"].startswith("reference kernels: identical (int8); default kernels: ")
-            assert "not judged" in verdict["summary"]
+            assert reference["identical"] or reference["summary"].startswith("within one int8 step"), reference
+            assert verdict["summary"].startswith("reference kernels: ") and "not judged" in verdict["summary"]
     else:
         assert verdict["allowed"] > 0 and verdict["max_abs_diff"] <= verdict["allowed"]
 
@@ -505,6 +505,40 @@ def test_self_check_fails_on_a_swapped_model(interpreter_venvs, bundles, tflite_
     assert "identical (int8)" in verdict["problems"][0]
     code, text = _self_check(venv, broken)
     assert code == 1 and "self-check FAILED" in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_reference_kernels_of_another_package_may_be_one_int8_step_off(interpreter_venvs, bundles, workdir, steps):
+    """One value moved by one step of its int8 output: tflite-runtime passes (and says so), ai-edge-litert, the
+    package that wrote the reference, does not; two steps fail with both."""
+    import hashlib
+    import shutil
+
+    from edgecompress.deploy.reference import REFERENCE_KERNELS_FILE
+
+    moved = workdir / f"one-step-off-{steps}"
+    shutil.copytree(bundles[("classification", "int8")], moved)
+    meta = json.loads((moved / "model.tflite.json").read_text())
+    step = meta["deploy"]["self_check"]["output_steps"][0]
+    assert step > 0
+    with np.load(moved / REFERENCE_KERNELS_FILE) as saved:
+        outputs = {name: saved[name].copy() for name in saved.files}
+    outputs["output_0"].flat[3] += steps * step
+    np.savez(moved / REFERENCE_KERNELS_FILE, **outputs)
+    manifest = json.loads((moved / "manifest.json").read_text())
+    manifest["files"] = {name: hashlib.sha256((moved / name).read_bytes()).hexdigest() for name in manifest["files"]}
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+
+    code, verdict = _self_check(interpreter_venvs["tflite-runtime"], moved, "--json")
+    reference = verdict["comparisons"][0]
+    assert reference["what"] == "reference kernels" and not reference["identical"]
+    if steps == 1:
+        assert code == 0 and reference["passed"], verdict
+        assert reference["summary"].startswith("within one int8 step (1 of ")
+    else:
+        assert code == 1 and "or one int8 step with another package" in verdict["problems"][0]
+    code, verdict = _self_check(interpreter_venvs["ai-edge-litert"], moved, "--json")
+    assert code == 1 and verdict["problems"][0].startswith("reference kernels: largest difference")
 
 
 def test_self_check_names_a_missing_file(interpreter_venvs, bundles, workdir):

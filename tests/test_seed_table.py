@@ -48,7 +48,7 @@ def test_seed_table_recipe_shape_end_to_end(tmp_path):
         "name": "mini-seed", "data": {"train": "digits", "calibration": {"spec": "digits", "samples": 32},
                                       "eval": {"spec": "digits", "samples": 60}},
         "models": [{"name": "mobilenet_v1", "zoo": "mobilenet_v1",
-                    "params": {"input_size": 64, "alpha": 0.25, "classes": 10}, "train": {"epochs": 1},
+                    "params": {"input_size": 64, "alpha": 0.25, "classes": 10}, "train": {"epochs": 4},
                     "latency_at": 96}],
         "training": {"epochs": 1},
         "variants": [{"name": "float", "passes": ["export"]}, {"name": "ptq", "passes": ["quantize(mode=int8)"]},

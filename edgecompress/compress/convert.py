@@ -275,6 +275,7 @@ def keras_to_onnx(model, opset: int = ONNX_OPSET):
     from one export instead of one tf2onnx run each, and a model whose weights changed in place is
     exported again. A fresh proto is returned every time: quantizers may edit the graph they get.
     """
+    require("tf2onnx", "onnx", "ONNX export")  # named even when the export is served from the last one
     digest = _weights_digest(model)
     if _LAST_ONNX:
         ref, last_opset, last_digest, data = _LAST_ONNX[0]

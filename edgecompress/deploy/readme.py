@@ -12,7 +12,7 @@ SELF_CHECK = (
     "compares the outputs with the ones edgecompress measured: `identical (int8)`, or the largest difference "
     "against the tolerance; it exits 1 on a mismatch. With tflite-runtime it also prints how far that package's own "
     "int8 kernels are from ai-edge-litert's (not judged: they are other kernels); LiteRT's reference kernels must "
-    "agree exactly with either package.\n"
+    "agree exactly with ai-edge-litert, and within one int8 step with tflite-runtime (another package).\n"
 )
 ANDROID_BENCHMARK_URL = (
     "https://storage.googleapis.com/tensorflow-nightly-public/prod/tensorflow/release/lite/tools/nightly/latest/"

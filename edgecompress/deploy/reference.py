@@ -20,7 +20,7 @@ from edgecompress.calibration.preprocessing import Preprocessing
 REFERENCE_DIR = "reference"
 INPUTS_FILE = f"{REFERENCE_DIR}/inputs.npy"
 OUTPUTS_FILE = f"{REFERENCE_DIR}/outputs.npz"
-#: the same inputs through LiteRT's reference kernels: the integers every interpreter build computes
+#: the same inputs through LiteRT's reference kernels: the integers every build of the package computes
 REFERENCE_KERNELS_FILE = f"{REFERENCE_DIR}/outputs_reference_kernels.npz"
 #: the same inputs after preprocessing, for checks outside Python (the Android test feeds these)
 MODEL_INPUTS_FILE = f"{REFERENCE_DIR}/model_inputs.npy"
@@ -108,6 +108,32 @@ def self_check_spec(metadata: dict, outputs: list[np.ndarray], measured_with: st
     }
 
 
+def output_steps(model: Path) -> list[float]:
+    """Per model output, the value of one step of the int8 tensor it is read from (0.0 for a float one).
+
+    Why: another interpreter package's reference kernels may round an op differently (seen: one of
+    the landmark model's 528 keypoint values one step off with tflite-runtime 2.14), and one step is
+    the most such a difference can be without something else being wrong.
+    """
+    from edgecompress._env import native_output_silenced
+    from edgecompress.runtimes.litert import interpreter_class
+
+    cls, _ = interpreter_class()
+    with native_output_silenced():
+        interpreter = cls(model_path=str(model), num_threads=1)
+        interpreter.allocate_tensors()
+    tensors = {int(t["index"]): t for t in interpreter.get_tensor_details()}
+    dequantized = {int(op["outputs"][0]): int(op["inputs"][0])
+                   for op in interpreter._get_ops_details()  # noqa: SLF001 - the only view of the nodes
+                   if op["op_name"] == "DEQUANTIZE"}  # fmt: skip
+    steps = []
+    for detail in interpreter.get_output_details():
+        source = tensors[dequantized.get(int(detail["index"]), int(detail["index"]))]
+        scale, _ = source["quantization"]
+        steps.append(float(scale) if np.dtype(source["dtype"]).kind in "iu" else 0.0)
+    return steps
+
+
 def write_reference(directory: Path, metadata: dict) -> dict:
     """Write reference/inputs.npy and reference/outputs.npz into a bundle; return the metadata entry."""
     from importlib import metadata as importlib_metadata
@@ -125,6 +151,7 @@ def write_reference(directory: Path, metadata: dict) -> dict:
     from edgecompress.runtimes import RUNTIMES
 
     spec = self_check_spec(metadata, outputs, RUNTIMES.get("litert").version())
+    spec["output_steps"] = output_steps(directory / "model.tflite")
     # The metadata file is written after this; the bundle's model code reads it, so give it a draft.
     draft = directory / "model.tflite.json"
     draft.write_text(json.dumps(metadata))
