@@ -5,6 +5,7 @@ Every model here is built in the test (tests/any_models.py); nothing is download
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -24,12 +25,11 @@ from edgecompress.models.inputs import input_shape_of
 
 #: int8 may lose at most this much top-1 against float on held-out data (the issue's 0.5 points)
 MAX_DROP = 0.005
-#: The session's tiny MobileNetV2 is trained for four epochs on two cores (80-84 % on digits; CPU
-#: training is not bit-reproducible run to run): int8 flips several of its borderline test images, up to
-#: five of the 360 seen over runs, TensorFlow releases and test orders. On this model the tests catch a
-#: broken path (wrong preprocessing, layout or ranges lose tens of points), not a fraction of a point:
-#: the issue's 0.5 and 0.3 points are measured on the trained zoo models by benchmarks/any_model.py.
-TINY_DROP = 0.02
+#: int8 against float on the trained tiny MobileNetV2 below (the issue's 0.5 and 0.3 points are
+#: measured on the zoo models by benchmarks/any_model.py): a little over one point, since its 360 test
+#: images still hold a few borderline ones and CPU training is not bit-reproducible run to run.
+TINY_DROP = 0.012
+TRAINED_EPOCHS = 16
 
 
 def top1(report) -> tuple[float, float]:
@@ -106,14 +106,35 @@ def test_non_image_models_quantize_to_int8_qat_and_prune(out, name):
 
 
 @pytest.fixture(scope="session")
-def tiny_float_tflite(workdir, tiny_classifier) -> Path:
-    return api.export(tiny_classifier, workdir / "tiny.any_model.float.tflite").output.path
+def trained_classifier(workdir) -> Path:
+    """The session's tiny MobileNetV2 (32 px, α 0.35) trained to convergence for the accuracy checks
+    here: the shared 4-epoch one (80-84 %) sits on many borderline images, and int8 moved between 0 and
+    9 of them from run to run."""
+    from edgecompress.models.train import save_model, train_classifier
+    from edgecompress.models.zoo import build
+
+    model, metadata = build("mobilenet_v2", input_size=32, alpha=0.35, classes=10)
+    metadata = dataclasses.replace(metadata, labels=tuple(str(i) for i in range(10)))
+    train = api.model_inputs("digits", metadata.inputs[0].shape, metadata.preprocessing, split="train")
+    train_classifier(model, train, epochs=TRAINED_EPOCHS, lr=3e-3, progress=False)
+    return save_model(model, workdir / "trained.h5", metadata)
 
 
-def test_a_float_tflite_quantizes_like_its_keras_source(tiny_classifier, tiny_float_tflite, out):
+@pytest.fixture(scope="session")
+def tiny_float_tflite(workdir, trained_classifier) -> Path:
+    return api.export(trained_classifier, workdir / "trained.any_model.float.tflite").output.path
+
+
+@pytest.fixture(scope="session")
+def trained_onnx(workdir, trained_classifier) -> Path:
+    """Exported through tf2onnx, as `compress export --format onnx` does."""
+    return api.export(trained_classifier, workdir / "trained.float.onnx", format="onnx").output.path
+
+
+def test_a_float_tflite_quantizes_like_its_keras_source(trained_classifier, tiny_float_tflite, out):
     from edgecompress.compress.tflite_graph import float_ops
 
-    keras = api.quantize(tiny_classifier, out / "k.tflite", mode="int8", calib="digits", eval="digits")
+    keras = api.quantize(trained_classifier, out / "k.tflite", mode="int8", calib="digits", eval="digits")
     tflite = api.quantize(tiny_float_tflite, out / "t.tflite", mode="int8", calib="digits", eval="digits")
     # Same float model in both formats; each int8 keeps its accuracy (the two quantizers may flip
     # different borderline images, so they are not compared image for image).
@@ -169,8 +190,8 @@ def test_modes_a_tflite_source_cannot_serve_are_refused_with_the_alternative(tin
 # --------------------------------------------------------------------------- .onnx sources
 
 
-def test_a_tf2onnx_model_quantizes_to_int8(tiny_onnx, out):
-    report = api.quantize(tiny_onnx, out / "q.onnx", mode="int8", calib="digits", eval="digits")
+def test_a_tf2onnx_model_quantizes_to_int8(trained_onnx, out):
+    report = api.quantize(trained_onnx, out / "q.onnx", mode="int8", calib="digits", eval="digits")
     assert report.output.format.value == "onnx" and report.report.backend["quantizer"] == "onnxruntime"
     source, output = top1(report)
     assert output >= source - TINY_DROP, (source, output)
