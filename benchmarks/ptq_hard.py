@@ -122,6 +122,7 @@ def measure(name: str, workdir: Path, formats: tuple[str, ...] = FORMATS) -> dic
 
 def _measure(name: str, workdir: Path, fmt: str) -> dict:
     from edgecompress import api
+    from edgecompress.errors import EdgeCompressError
     from edgecompress.models.tasks import TASKS
     from edgecompress.models.zoo import ZOO
 
@@ -136,16 +137,21 @@ def _measure(name: str, workdir: Path, fmt: str) -> dict:
     files.mkdir(parents=True, exist_ok=True)
     path = files / f"float.{fmt}"
     result = {"float": cell(api.export(source, path, format=fmt, eval=test, force=True), metric, path)}
-    tried = []
+    tried, failed = [], []
     for label, options in CANDIDATES:
         path = files / f"{label}.{fmt}"
         started = time.perf_counter()
-        report = api.quantize(source, path, mode="int8", format=fmt, calib=train, calib_samples=CALIB_SAMPLES,
-                              eval=train, force=True, **options)  # fmt: skip
+        try:
+            report = api.quantize(source, path, mode="int8", format=fmt, calib=train, calib_samples=CALIB_SAMPLES,
+                                  eval=train, force=True, **options)  # fmt: skip
+        except EdgeCompressError as exc:  # e.g. entropy ranges the export check refuses: a candidate less
+            failed.append({"label": label, "error": str(exc)})
+            say(f"  {label}: failed: {exc}")
+            continue
         tried.append({"label": label, "options": options, "selection": report.evaluation.output.metrics[metric],
                       "size": path.stat().st_size, "seconds": time.perf_counter() - started})  # fmt: skip
-        say(f"  {label}: training split {metric} {tried[-1]['selection']:.4f} (float {report.evaluation.source.metrics[metric]:.4f})")
-    float_selection = report.evaluation.source.metrics[metric]
+        float_selection = report.evaluation.source.metrics[metric]
+        say(f"  {label}: training split {metric} {tried[-1]['selection']:.4f} (float {float_selection:.4f})")
     best = max(tried, key=lambda t: (round(t["selection"], 6), -len(t["options"]), -t["size"]))
     if (float_selection - best["selection"]) * 100 > limit / 2:
         label = f"{best['label']}+keep-float"
@@ -165,7 +171,7 @@ def _measure(name: str, workdir: Path, fmt: str) -> dict:
         report = api.quantize(source, path, mode="int8", format=fmt, calib=train, calib_samples=CALIB_SAMPLES,
                               eval=test, force=True, **chosen["options"])  # fmt: skip
         result[tag] = {**cell(report, metric, path), "label": chosen["label"], "options": chosen["options"]}
-    result["tried"] = tried
+    result["tried"], result["failed"] = tried, failed
     out[fmt] = result
     return out
 
@@ -191,6 +197,10 @@ def render(rows: list[dict], command: str) -> str:
             deltas = f"{(r['default']['metric'] - base) * 100:+.2f} / {(r['best']['metric'] - base) * 100:+.2f}"
             lines.append(f"| {row['name']} | {row['metric']} | {fmt} | {' | '.join(cells)} | {_describe(r['best'])} | "
                          f"{deltas} |")  # fmt: skip
+    failures = [f"- {row['name']} {fmt}, {f['label']}: {f['error']}" for row in rows
+                for fmt in FORMATS if fmt in row for f in row[fmt].get("failed", [])]  # fmt: skip
+    if failures:
+        lines += ["", "Candidates that failed (not counted):", *failures]
     return "\n".join(lines)
 
 
