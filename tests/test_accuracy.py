@@ -108,13 +108,43 @@ def test_entropy_streaming_agrees_with_a_one_shot_numpy_histogram():
     for chunk in _chunks(x):
         observer.update(chunk)
     lo, hi = observer.range()
-    hist, edges = np.histogram(x, bins=2048, range=(0.0, float(x.max())))
+    # exact zeros are left out of the histogram (zero is on every int8 grid)
+    hist, edges = np.histogram(x[x != 0], bins=2048, range=(0.0, float(x.max())))
     centres = (edges[:-1] + edges[1:]) / 2
     shrinks = np.linspace(0.125, 1.0, 225)
     scores = [kl_divergence(hist.astype(float), centres, 0.0, x.max() * s, 256) for s in shrinks]
     reference = x.max() * shrinks[int(np.argmin(scores))]
     assert lo == 0.0
     assert hi == pytest.approx(reference, rel=0.03)
+
+
+def _entropy_range(x: np.ndarray) -> tuple[float, float]:
+    observer = EntropyObserver()
+    for chunk in _chunks(x):
+        observer.update(chunk)
+    return tuple(float(v) for v in observer.range())
+
+
+def test_entropy_keeps_the_range_of_a_tensor_without_outliers():
+    # Clipped mass must cost divergence: were the outliers counted in Q as well as P, the narrowest
+    # candidate (1/8 of the range) would always win, as it did before this test.
+    x = RNG.uniform(0.0, 6.0, 50_000).astype(np.float32)
+    lo, hi = _entropy_range(x)
+    assert lo == 0.0 and hi >= 0.9 * x.max()
+
+
+def test_entropy_clips_rare_outliers_but_not_the_bulk():
+    x = _heavy_tailed()
+    _, hi = _entropy_range(x)
+    bulk = x[x < 8]
+    assert np.quantile(bulk, 0.999) <= hi < 0.6 * x.max()  # the widest outliers are clipped, the bulk kept
+
+
+def test_entropy_ignores_exact_zeros():
+    # A ReLU's exact zeros are exact in int8; a spike of them must not pull the range in.
+    x = RNG.uniform(0.0, 6.0, 20_000).astype(np.float32)
+    with_zeros = np.concatenate([x, np.zeros(60_000, np.float32)])
+    assert _entropy_range(with_zeros) == pytest.approx(_entropy_range(x), rel=0.02)
 
 
 def test_expected_error_and_quantization_params_follow_the_affine_grid():

@@ -7,7 +7,10 @@ return 0-d ``lo, hi``; per-channel ones (``axis`` set) return one pair per chann
 - ``minmax``: the extremes seen (what the TFLite calibrator and ONNX Runtime's MinMax do).
 - ``percentile``: keep the central ``p`` % of the values, clipping ``(100 - p) / 2`` % on each side.
 - ``entropy``: the range whose 8-bit histogram loses least information (KL divergence), searched
-  as in Migacz, "8-bit Inference with TensorRT" (GTC 2017).
+  as in Migacz, "8-bit Inference with TensorRT" (GTC 2017). Exact zeros are left out of its
+  histogram: zero is on every int8 grid, and a ReLU's spike of zeros would otherwise dominate the
+  divergence. On inputs with few distinct values (digits: 17 grey levels) the early activations are
+  spiky histograms, and KL then prefers narrow ranges; the export check and the metric judge it.
 - ``mse``: the range with the least expected squared quantization error (rounding inside the
   range, clipping outside it), e.g. Banner et al., "Post training 4-bit quantization" (2019).
 
@@ -110,6 +113,9 @@ class HistogramObserver(Observer):
     the first batches usually set the range, so little is smeared.
     """
 
+    #: leave exact zeros out of the histogram (see EntropyObserver)
+    skip_zeros = False
+
     def __init__(self, axis: int | None = None, bits: int = 8, bins: int = DEFAULT_BINS) -> None:
         super().__init__(axis, bits)
         if int(bins) < 2 * self.levels:
@@ -133,7 +139,9 @@ class HistogramObserver(Observer):
         index = np.floor((rows - self.edges_lo) / width).astype(np.int64)
         np.clip(index, 0, self.bins - 1, out=index)
         index += np.arange(channels, dtype=np.int64) * self.bins
-        self.hist += np.bincount(index.ravel(), minlength=channels * self.bins).reshape(channels, self.bins)
+        weights = None if not self.skip_zeros else (rows != 0).ravel().astype(np.float64)
+        counts = np.bincount(index.ravel(), weights=weights, minlength=channels * self.bins)
+        self.hist += counts.reshape(channels, self.bins)
 
     def bin_centres(self) -> np.ndarray:
         width = (self.edges_hi - self.edges_lo) / self.bins
@@ -150,6 +158,8 @@ class HistogramObserver(Observer):
         """The observed range, from the first and last occupied bins, with zero included."""
         width = (hi - lo) / self.bins
         occupied = np.flatnonzero(hist)
+        if len(occupied) == 0:  # nothing but (skipped) zeros
+            return min(lo, 0.0), max(hi, 0.0)
         first, last = lo + occupied[0] * width, lo + (occupied[-1] + 1) * width
         return min(first, 0.0), max(last, 0.0)
 
@@ -201,6 +211,7 @@ class MSEObserver(HistogramObserver):
 @OBSERVERS.register("entropy", "kl")
 class EntropyObserver(HistogramObserver):
     name = "entropy"
+    skip_zeros = True
 
     def _channel_range(self, hist: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
         centres = lo + (np.arange(self.bins) + 0.5) * (hi - lo) / self.bins
@@ -226,21 +237,31 @@ def expected_squared_error(hist: np.ndarray, centres: np.ndarray, lo: float, hi:
 
 
 def kl_divergence(hist: np.ndarray, centres: np.ndarray, lo: float, hi: float, levels: int) -> float:
-    """KL(P‖Q): P is the histogram clipped to [lo, hi] (outliers piled on the end bins), Q is P
-    merged into ``levels`` equal intervals and spread back evenly over each interval's occupied bins."""
+    """KL(P‖Q) of clipping to [lo, hi], as in TensorRT's calibrator.
+
+    P is the histogram clipped to [lo, hi], its outliers piled on the end bins (what the int8 tensor
+    will hold); Q is the *unclipped* part merged into ``levels`` equal intervals and spread back evenly
+    over each interval's occupied bins. The outliers are missing from Q, so clipping mass costs
+    divergence; were they in Q too, the narrowest range would always look best.
+    """
     keep = np.flatnonzero((centres >= lo) & (centres <= hi))
     if len(keep) < levels:
         return float("inf")
     first, last = keep[0], keep[-1]
-    p = hist[first : last + 1].astype(np.float64)
+    inside = hist[first : last + 1].astype(np.float64)
+    p = inside.copy()
     p[0] += hist[:first].sum()
     p[-1] += hist[last + 1 :].sum()
     groups = np.minimum((np.arange(len(p)) * levels) // len(p), levels - 1)
-    totals = np.bincount(groups, weights=p, minlength=levels)
+    totals = np.bincount(groups, weights=inside, minlength=levels)
     occupied = np.bincount(groups, weights=(p > 0).astype(np.float64), minlength=levels)
-    q = np.where(p > 0, totals[groups] / np.maximum(occupied[groups], 1.0), 0.0)
     mask = p > 0
+    q = np.where(mask, totals[groups] / np.maximum(occupied[groups], 1.0), 0.0)
+    if p.sum() <= 0 or q.sum() <= 0:
+        return float("inf")
     p_norm, q_norm = p[mask] / p.sum(), q[mask] / q.sum()
+    # A bin of P that Q left empty (only outliers landed there): a small floor, not an infinity.
+    q_norm = np.maximum(q_norm, 1e-12)
     return float(np.sum(p_norm * np.log(p_norm / q_norm)))
 
 

@@ -1,7 +1,10 @@
 """ONNX static int8 with a chosen calibration method, calibrated once and quantized many times.
 
-``minmax``, ``percentile`` and ``entropy`` are ONNX Runtime's own calibrators; ``mse`` (which ONNX
-Runtime lacks) is our observer over the float model's activations. Either way the ranges end up in
+``minmax`` and ``percentile`` are ONNX Runtime's own calibrators; ``mse`` (which ONNX Runtime lacks)
+and ``entropy`` are our observers over the float model's activations. ONNX Runtime has an entropy
+calibrator, but ``quantize_static`` builds it with 128 histogram bins and 128 quantized bins and no
+option to change them, so it tries one threshold only, the symmetric max |x|: min/max under another
+name. Ours searches (``calibration/observers.py``), the same in both formats. Either way the ranges end up in
 ONNX Runtime's calibration cache (``save_tensors_data``), and every quantization — the plain one,
 each keep-float trial, the one ``compress inspect`` examines — is ``quantize_static`` reading that
 cache, so it never calibrates twice.
@@ -26,8 +29,10 @@ from edgecompress.errors import UsageError, require
 if TYPE_CHECKING:
     from edgecompress.compress.convert import RangeOptions
 
-#: our method name → ONNX Runtime's CalibrationMethod member (mse: ours, stored as MinMax ranges)
-ORT_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "mse": "MinMax"}
+#: our method name → ONNX Runtime's CalibrationMethod member (ours are stored as MinMax ranges)
+ORT_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "MinMax", "mse": "MinMax"}
+#: methods computed by our observers rather than ONNX Runtime's calibrators
+OUR_METHODS = {"entropy", "mse"}
 
 
 @dataclass
@@ -93,11 +98,11 @@ def calibrate_onnx(
     mode: str = "int8",
     progress_file=None,
 ) -> OnnxCalibration:
-    """Activation ranges of a float ONNX model: ONNX Runtime's calibrators, or our mse observer."""
+    """Activation ranges of a float ONNX model: ONNX Runtime's calibrators, or our observers."""
     if method not in ORT_METHODS:
         raise UsageError(f"unknown calibration method '{method}'", f"choose one of: {', '.join(ORT_METHODS)}")
     params = {"percentile": percentile} if method == "percentile" else {}
-    if method == "mse":
+    if method in OUR_METHODS:
         tensors = _observed_ranges(float_model, calibration, method, progress_file)
         return OnnxCalibration(float_model, method, params, tensors, len(calibration), "MinMax")
     quantization = require("onnxruntime.quantization", "onnx", "ONNX quantization")

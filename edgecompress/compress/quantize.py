@@ -64,7 +64,7 @@ class QuantizeConfig:
     per_channel: bool = True
     io: IOType = IOType.FLOAT
     #: activation ranges: None = the converter's / ONNX Runtime's own min/max calibration;
-    #: minmax | percentile | entropy | mse = ours (TFLite) or ONNX Runtime's (ONNX; mse ours)
+    #: minmax | percentile | entropy | mse = ours (TFLite) or ONNX Runtime's (ONNX; entropy, mse ours)
     calibration: str | None = None
     percentile: float = DEFAULT_PERCENTILE
     #: Keras layer names whose ops stay in float
