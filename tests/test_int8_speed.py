@@ -80,6 +80,50 @@ def test_a_reduce_mean_over_channels_stays():
     assert reduce_means_to_pools(model.graph, {"x": 4}) == 0
 
 
+def _preactivation_model():
+    """ResNet v2's pre-activation: x + conv(x) → BatchNorm → ReLU → Conv (no conv before the BatchNorm)."""
+    c = 3
+    inits = {"w0": RNG.standard_normal((c, c, 3, 3)).astype(np.float32) * 0.3,
+             "gamma": RNG.uniform(0.5, 2.0, c).astype(np.float32), "beta": RNG.standard_normal(c).astype(np.float32),
+             "mean": RNG.standard_normal(c).astype(np.float32), "var": RNG.uniform(0.1, 3.0, c).astype(np.float32),
+             "w1": RNG.standard_normal((4, c, 1, 1)).astype(np.float32)}  # fmt: skip
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["x", "c0"], ["sum"]),
+             helper.make_node("BatchNormalization", ["sum", "gamma", "beta", "mean", "var"], ["bn"], epsilon=1e-3),
+             helper.make_node("Relu", ["bn"], ["r"]), helper.make_node("Conv", ["r", "w1"], ["y"], kernel_shape=[1, 1])]  # fmt: skip
+    return _model(nodes, inits, [1, 4, 8, 8])
+
+
+def test_a_preactivation_batchnorm_becomes_the_depthwise_conv_it_equals():
+    model = _preactivation_model()
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    before = _run(model, x)
+    prepared, rewrites = prepare_for_int8(model)
+    assert rewrites == {"BatchNormalization → depthwise 1×1 Conv": 1}
+    ops = [n.op_type for n in prepared.graph.node]
+    assert "BatchNormalization" not in ops and ops.count("Conv") == 3
+    np.testing.assert_allclose(_run(prepared, x), before, rtol=1e-4, atol=1e-4)
+
+
+def test_a_preactivation_batchnorm_leaves_no_float_island_in_int8(tmp_path):
+    from onnxruntime import quantization
+
+    from edgecompress.compress.convert import ort_static_options
+    from edgecompress.runtimes.onnxrt import float_islands
+
+    prepared, _ = prepare_for_int8(_preactivation_model())
+    onnx.save(prepared, str(tmp_path / "f.onnx"))
+    batches = iter([{"x": RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)])
+
+    class Reader(quantization.CalibrationDataReader):
+        def get_next(self):
+            return next(batches, None)
+
+    quantization.quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(),
+                                 **ort_static_options("int8", True))  # fmt: skip
+    assert float_islands(tmp_path / "q.onnx") == {}
+
+
 def test_onnx_int8_is_u8s8_qdq():
     from onnxruntime.quantization import QuantFormat, QuantType
 
