@@ -213,8 +213,12 @@ def _describe(best: dict) -> str:
         parts.append(options["calibration"])
     if options.get("equalize"):
         parts.append("CLE + bias corr.")
-    if options.get("keep_float"):
-        parts.append("float: " + ", ".join(options["keep_float"]))
+    kept = options.get("keep_float") or []
+    if len(kept) > 8:  # a whole stage: name the stages (the layer-name stem before the first "_")
+        stems = ", ".join(dict.fromkeys(name.split("_")[0] for name in kept))
+        parts.append(f"{len(kept)} layers in float, from the stages {stems}")
+    elif kept:
+        parts.append("float: " + ", ".join(kept))
     return "; ".join(parts)
 
 

@@ -374,6 +374,32 @@ def test_keep_float_excludes_those_nodes_from_onnx_quantization(tiny_classifier,
     assert all(n.input[1] not in inits for n in convs if n not in kept)  # the rest read DequantizeLinear
 
 
+def test_keep_float_tails_hold_every_layer_with_an_op_not_only_inspects_rows():
+    """ONNX keeps a residual Add and its ReLU as two nodes, which inspect ranks as one row (the ReLU's);
+    a tail without the Add left it in int8 between float layers (the landmark model's ONNX search
+    stalled at 2 points however long its tail)."""
+    from types import SimpleNamespace
+
+    from edgecompress.compress import convert
+    from edgecompress.compress.keepfloat import _Trials
+    from edgecompress.compress.layermap import LayerMap
+
+    layers = import_tf_keras().layers
+    x = layers.Input((8, 8, 3), name="input")
+    a = layers.Conv2D(4, 3, padding="same", name="c1")(x)
+    b = layers.Conv2D(4, 3, padding="same", name="c2")(a)
+    y = layers.ReLU(name="out")(layers.Add(name="add")([a, b]))
+    y = layers.Dense(3, name="dense")(layers.GlobalAveragePooling2D(name="pool")(y))
+    model = import_tf_keras().Model(x, y)
+    trials = _Trials.__new__(_Trials)  # only what the tail needs: the model, its layer map, the float graph
+    trials.model, trials.layer_map = model, LayerMap.of(model)
+    trials.config = SimpleNamespace(format=SimpleNamespace(value="onnx"))
+    trials.calibrated = SimpleNamespace(float_model=convert.keras_to_onnx(model))
+    with_ops = trials.layers_with_ops()
+    assert {"c1", "c2", "add", "out", "pool", "dense"} <= set(with_ops)
+    assert trials.tail("dense", with_ops) == ["dense", "pool", "out", "add", "c2", "c1"]
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

@@ -118,6 +118,21 @@ class _Trials:
         names = [str(n) for n in getattr(self.model, "output_names", None) or [] if str(n) in self.layer_map.order]
         return [self.layer_map.reshapes.get(name, name) for name in names]
 
+    def layers_with_ops(self) -> list[str]:
+        """Every layer that owns an op of the graph, in model order. Wider than inspect's ranking,
+        which files an op under the layer whose output it produces: ONNX keeps a residual Add and its
+        ReLU as two nodes, ranked as one (the ReLU), and a tail without the Add leaves it in int8."""
+        found: set[str] = set()
+        if self.fmt is ModelFormat.TFLITE:
+            graph = self.calibrated.graph
+            for op in graph.ops:
+                for t in op.outputs:
+                    found.update(graph.layers_of(t, self.layer_map))
+        else:
+            for node in self.calibrated.float_model.graph.node:
+                found.update(self.layer_map.layers_in(";".join([node.name, *node.output])))
+        return sorted(found, key=self.layer_map.order.get)
+
     def tail(self, output: str, with_ops: list[str]) -> list[str]:
         """The layers ``output`` depends on that have int8 ops, nearest to it first (reverse model order)."""
         from edgecompress.compress.kerasgraph import Wiring
@@ -172,12 +187,12 @@ class _Trials:
             return path.stat().st_size, float(time_session(session, np.asarray(x), warmup=3, runs=LATENCY_RUNS).p50)
 
 
-def _tail_search(trials: _Trials, outputs: list[str], ranked: list[str], limit: float, drop, log_rows: list) -> tuple:
+def _tail_search(trials: _Trials, outputs: list[str], with_ops: list[str], limit: float, drop, log_rows: list) -> tuple:
     """The shortest tail (layers nearest an output) within the limit: k = 1, 2, 4, … then bisected.
     Outputs are tried in the order their own layer recovered the metric; () if no tail is enough."""
-    most = max(1, int(len(ranked) * MAX_TAIL_SHARE))
+    most = max(1, int(len(with_ops) * MAX_TAIL_SHARE))
     for output in outputs:
-        chain = trials.tail(output, ranked)[:most]
+        chain = trials.tail(output, with_ops)[:most]
         low, high = 0, None  # low: a size known to fail (0 = nothing kept); high: the first that met
         k = 1
         while k <= len(chain):
@@ -239,7 +254,7 @@ def search_keep_float(
                     break
             if drop(kept) > limit:
                 outputs = sorted(trials.output_layers(), key=lambda c: alone.get(c, 1e9))
-                kept = _tail_search(trials, outputs, ranked, limit, drop, log_rows) or kept
+                kept = _tail_search(trials, outputs, trials.layers_with_ops(), limit, drop, log_rows) or kept
             if drop(kept) > limit:  # not reachable with these candidates: keep the best set seen
                 kept = min(trials.scores, key=lambda k: (-trials.scores[k], len(k)))
             for layer in reversed(kept):  # fewest: take back out what is not needed, farthest first

@@ -168,6 +168,7 @@ def with_outputs(model, names: Sequence[str]):
 def session_of(model, threads: int | None = None, optimize: bool = True):
     """An ONNX Runtime session on an in-memory model (no graph rewrites when ``optimize`` is off)."""
     ort = require("onnxruntime", "onnx", "ONNX inspection")
+    ort.set_default_logger_severity(3)  # C++ warnings at model load would reach the user's terminal
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads

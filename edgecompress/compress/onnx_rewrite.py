@@ -42,6 +42,7 @@ def optimize_basic(model):
     with tempfile.TemporaryDirectory(prefix="edgecompress-ort-") as tmp:
         source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, str(source))
+        ort.set_default_logger_severity(3)  # C++ warnings at model load would reach the user's terminal
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(target)

@@ -140,6 +140,7 @@ class OnnxRuntime(Runtime):
 def _session_options(threads: int | None, optimized_to: Path | None = None, profile_prefix: str | None = None):
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # C++ warnings at model load would reach the user's terminal
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
