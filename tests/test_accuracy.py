@@ -285,6 +285,41 @@ def test_equalization_keeps_float_outputs_and_narrows_the_channel_spread(name):
     assert result.spread_after < result.spread_before / 2
 
 
+def test_bounded_relu6_equalization_keeps_a_saturating_model_where_replacing_relu6_does_not():
+    """ReLU6s that reach their cap (large BatchNorm shifts, as a network trained into saturation has):
+    the paper's ReLU6 → ReLU changes the outputs; relu6=bound keeps them on the data it read and still
+    narrows the folded channel spread."""
+    from edgecompress.compress.equalize import equalize
+    from edgecompress.models.inputs import model_inputs
+    from edgecompress.models.zoo import build
+
+    tf_keras = import_tf_keras()
+    model, metadata = build("mobilenet_v2", input_size=32, alpha=0.35, classes=10)
+    rng = np.random.default_rng(2)
+    for layer in _uneven(model).layers:
+        if type(layer).__name__ == "BatchNormalization":
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([gamma, rng.normal(3.0, 3.0, beta.shape).astype(np.float32), mean, var])
+    calib = model_inputs("digits", metadata.inputs[0].shape, metadata.preprocessing, split="train", samples=64)
+    x = calib.array()
+    logits = tf_keras.Model(model.inputs, model.layers[-1].input)  # before the softmax, which hides differences
+    expected = logits.predict(x, verbose=0)
+    with pytest.raises(UsageError, match="calibration"):
+        equalize(model, relu6="bound")
+    errors, results = {}, {}
+    for policy in ("replace", "bound"):
+        copy = tf_keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+        results[policy] = equalize(copy, relu6=policy, calibration=calib)
+        got = tf_keras.Model(copy.inputs, copy.layers[-1].input).predict(x, verbose=0)
+        errors[policy] = float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
+    bound = results["bound"]
+    assert bound.pairs and not bound.relu6_replaced and any("ReLU6 kept" in n for n in bound.notes)
+    assert bound.spread_after < bound.spread_before  # less than unbounded: channels at the cap stay as they were
+    assert errors["bound"] <= 1e-4
+    assert errors["replace"] > 1e-2  # the saturated activations, uncapped
+
+
 def _uneven_convnet(seed: int = 0):
     """Conv → BatchNorm → ReLU ×3 with uneven BatchNorm scales, linear outputs: once folded, per-tensor
     int8 rounds the narrow channels' weights coarsely, a systematic shift bias correction is for."""

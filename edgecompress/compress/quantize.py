@@ -75,7 +75,9 @@ class QuantizeConfig:
     #: weight fixes on the Keras model before conversion
     equalize: bool = False
     bias_correction: bool = False
-    relu6: str = "replace"
+    #: ReLU6 between equalized layers (compress/equalize.py): "bound" keeps it exact on the calibration
+    #: data; "replace" (the paper's ReLU6 → ReLU) took a digits MobileNetV2 trained into saturation to chance
+    relu6: str = "bound"
 
     def __post_init__(self) -> None:
         for name, kind in (("mode", QuantMode), ("format", OutputFormat), ("io", IOType)):
@@ -105,8 +107,10 @@ class QuantizeConfig:
             object.__setattr__(self, "calibration", OBSERVERS.canonical(str(self.calibration)))
         if not 50.0 < float(self.percentile) <= 100.0:
             raise UsageError(f"percentile must be in (50, 100], not {self.percentile}", "e.g. --percentile 99.99")
-        if self.relu6 not in ("replace", "skip"):
-            raise UsageError(f"relu6 must be 'replace' or 'skip', not '{self.relu6}'", "use relu6=replace")
+        from edgecompress.compress.equalize import RELU6_POLICIES
+
+        if self.relu6 not in RELU6_POLICIES:
+            raise UsageError(f"relu6 must be one of {', '.join(RELU6_POLICIES)}, not '{self.relu6}'", "use relu6=bound")
         asked = [name for name, on in (("--calibration", self.calibration is not None), ("--keep-float", self.keep_float),
                                        ("--auto-keep-float", self.auto_keep_float)) if on]  # fmt: skip
         if asked and not self.mode.needs_calibration:
@@ -147,7 +151,7 @@ class QuantizeConfig:
                 out[name] = list(value) if isinstance(value, tuple) else value
         if self.calibration == "percentile":
             out["percentile"] = self.percentile
-        if self.equalize and self.relu6 != "replace":
+        if self.equalize:
             out["relu6"] = self.relu6
         return out
 
@@ -218,7 +222,8 @@ class QuantizePass(Pass):
 
     def needs(self) -> frozenset[Role]:
         config = self.config
-        roles = {Role.CALIBRATION} if config.mode.needs_calibration or config.bias_correction else set()
+        bounded = config.equalize and config.relu6 == "bound"
+        roles = {Role.CALIBRATION} if config.mode.needs_calibration or config.bias_correction or bounded else set()
         # the keep-float search measures the metric drop: held-out data, never the calibration set
         return frozenset(roles | ({Role.VALIDATION} if config.auto_keep_float else set()))
 
@@ -240,6 +245,9 @@ class QuantizePass(Pass):
             return self._apply_file(artifact, context)
         if config.bias_correction and context.calibration is None:
             raise DataError("--bias-correction needs calibration data", "pass --calib DIR|FILE.npz|digits")
+        if config.equalize and config.relu6 == "bound" and context.calibration is None:
+            raise DataError("--equalize needs calibration data to keep ReLU6 exact (relu6=bound)",
+                            "pass --calib DIR|FILE.npz|digits, or relu6=replace (the paper's ReLU6 → ReLU)")  # fmt: skip
         if config.auto_keep_float and context.validation is None:
             raise UsageError("--auto-keep-float needs --eval DATA to measure the metric drop", "add --eval DATA")
         started = time.perf_counter()
@@ -374,7 +382,7 @@ def weight_fixes(model, config: QuantizeConfig, calibration) -> WeightFixes | No
     if config.equalize:
         from edgecompress.compress.equalize import equalize
 
-        equalized = equalize(model, relu6=config.relu6)
+        equalized = equalize(model, relu6=config.relu6, calibration=calibration)
     if config.bias_correction:
         from edgecompress.compress.bias_correct import bias_correct
 

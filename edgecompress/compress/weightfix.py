@@ -38,10 +38,16 @@ class EqualizePass(Pass):
     accepts = KERAS_OUTPUTS
     produces = ModelFormat.KERAS_H5
 
-    def __init__(self, relu6: str = "replace") -> None:
-        if relu6 not in ("replace", "skip"):
-            raise UsageError(f"relu6 must be 'replace' or 'skip', not '{relu6}'", "use relu6=replace")
+    def __init__(self, relu6: str = "bound") -> None:
+        from edgecompress.compress.equalize import RELU6_POLICIES
+
+        if relu6 not in RELU6_POLICIES:
+            raise UsageError(f"relu6 must be one of {', '.join(RELU6_POLICIES)}, not '{relu6}'", "use relu6=bound")
         self.relu6 = relu6
+
+    def needs(self) -> frozenset[Role]:
+        # relu6=bound reads the activations at each ReLU6 cap
+        return frozenset({Role.CALIBRATION}) if self.relu6 == "bound" else frozenset()
 
     def params(self) -> dict[str, Any]:
         return {"relu6": self.relu6}
@@ -52,7 +58,7 @@ class EqualizePass(Pass):
         self.check_input(artifact)
         started = time.perf_counter()
         source, model = private_copy(artifact, context)
-        done = equalize(model, relu6=self.relu6)
+        done = equalize(model, relu6=self.relu6, calibration=context.calibration)
         result = write_output(model, artifact, source, context, self.name, {**self.params(), "result": done.to_dict()})
         report = EqualizeReport(pass_name=self.name, params=self.params(), seconds=time.perf_counter() - started,
                                 result=done)  # fmt: skip

@@ -48,11 +48,15 @@ def train_model(
     progress: bool = True,
     seed: int = 0,
     strategy: str | None = None,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
 ) -> dict[str, list[float]]:
-    """Fit with Adam and the task's losses; keeps the weights of the best validation epoch.
+    """Fit with Adam (or ``optimizer``) and the task's losses; keeps the weights of the best validation epoch.
 
     With a ``strategy`` other than the default, ``model`` must have been built under its scope
-    (:func:`distribute.scope`); it is compiled there and fed global batches sharded by data."""
+    (:func:`distribute.scope`); it is compiled there and fed global batches sharded by data.
+    ``optimizer`` "sgd" is SGD with Nesterov momentum 0.9, the ImageNet recipes' choice;
+    ``weight_decay`` is decoupled (Loshchilov & Hutter), on every weight."""
     tf_keras = import_tf_keras()
     tf_keras.utils.set_random_seed(seed)
     spec = _fit_spec(model, task, train.data)
@@ -64,7 +68,8 @@ def train_model(
     # Cosine decay: the last epochs settle instead of bouncing between minima on small data.
     schedule = tf_keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, steps), alpha=0.05)
     with distribute.scope(strategy):
-        model.compile(optimizer=tf_keras.optimizers.Adam(schedule), loss=_single(spec.losses), metrics=spec.metrics)
+        model.compile(optimizer=_optimizer(optimizer, schedule, weight_decay), loss=_single(spec.losses),
+                      metrics=spec.metrics)  # fmt: skip
     callbacks = []
     if progress:
         from edgecompress._progress import keras_progress
@@ -79,6 +84,19 @@ def train_model(
     history = _fit(model, x, _single(spec.targets), batch_size, epochs, seed, strategy, validation_data=val,
                    callbacks=callbacks)  # fmt: skip
     return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+def _optimizer(name: str, schedule, weight_decay: float = 0.0):
+    tf_keras = import_tf_keras()
+    decay = {"weight_decay": weight_decay} if weight_decay else {}
+    if name == "adam":
+        return tf_keras.optimizers.Adam(schedule, **decay)
+    if name == "sgd":
+        return tf_keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, **decay)
+    raise ValueError(f"unknown optimizer {name!r}: choose one of {', '.join(OPTIMIZERS)}")
 
 
 def _fit(model, x, targets, batch_size: int, epochs: int, seed: int, strategy: str | None, **kwargs: Any):
@@ -209,10 +227,13 @@ def train_zoo(
     force: bool = False,
     seed: int = 0,
     strategy: str | None = None,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
 ) -> ZooTraining:
     """Build a zoo model, train it (default: its embedded data), save the best epoch with metadata.
 
-    ``strategy``: a tf.distribute strategy name; the model is built and trained under it."""
+    ``strategy``: a tf.distribute strategy name; the model is built and trained under it.
+    ``optimizer``, ``weight_decay``: as in :func:`train_model`."""
     from edgecompress.models.tasks import TASKS, evaluate
     from edgecompress.models.zoo import ZOO, build
     from edgecompress.runtimes.keras_tf import KerasSession
@@ -230,7 +251,8 @@ def train_zoo(
     train = ModelInputs.build(train_set, shape, metadata.preprocessing)
     validation = ModelInputs.build(val_set, shape, metadata.preprocessing)
     log.info("training %s on %d samples, validating on %d", name, len(train), len(validation))
-    history = train_model(model, entry.task, train, validation, epochs, batch_size, lr, progress, seed, strategy)
+    history = train_model(model, entry.task, train, validation, epochs, batch_size, lr, progress, seed, strategy,
+                          optimizer, weight_decay)  # fmt: skip
     scores = evaluate(KerasSession(model, "cpu", None), validation, entry.task)
     baseline = trivial_baseline(entry.task, train_set, val_set, shapes)
     labels = metadata.labels or (loaded.label_names if entry.task in ("classification", "segmentation") else None)
@@ -238,6 +260,8 @@ def train_zoo(
         metadata,
         labels=labels,
         extra={**metadata.extra, "model_name": output.stem, "trained_on": loaded.source, "epochs": epochs,
+               **({"optimizer": optimizer, "weight_decay": weight_decay} if (optimizer, weight_decay) != ("adam", 0.0)
+                  else {}),
                **({} if distribute.is_default(strategy) else {"strategy": distribute.parse_strategy(strategy)})},
     )  # fmt: skip
     save_model(model, output, metadata)
