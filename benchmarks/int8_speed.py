@@ -3,6 +3,7 @@
     python benchmarks/int8_speed.py --part speed       # 224 px, random weights: latency only
     python benchmarks/int8_speed.py --part train       # train the zoo classifiers (cached; zoo.py's settings)
     python benchmarks/int8_speed.py --part accuracy    # trained zoo classifiers: metric and latency
+    python benchmarks/int8_speed.py --part zoo-speed   # U-Net, BlazePose detector/landmark at their zoo sizes
 
 Speed: each model (Keras applications, 224 px, random weights; sizes and speed do not depend on
 weights) as LiteRT float / stock int8 / our int8 and ONNX Runtime float / stock int8 / our int8,
@@ -36,6 +37,8 @@ configure_environment()
 SPEED_MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "resnet50")
 CLASSIFIERS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "resnet18_v2",
                "resnet50", "resnet50_v2", "inception_v3")  # fmt: skip
+#: the zoo's other tasks (segmentation, detection, landmarks): latency at their zoo.py size
+OTHER_ZOO = ("unet", "unet_upsample", "blazepose_detector", "blazepose_landmark")
 COLUMNS = ("litert float", "litert stock", "litert ours", "ort float", "ort stock", "ort ours")
 THREADS = 2
 CALIBRATION_SAMPLES = 100
@@ -167,22 +170,26 @@ def row(name: str, ms: dict[str, float], extra: str = "") -> str:
 # --------------------------------------------------------------------------- parts
 
 
-def part_speed(names, workdir: Path, rounds: int, runs: int) -> list[str]:
+def part_speed(names, workdir: Path, rounds: int, runs: int, zoo_sizes: bool = False) -> list[str]:
+    """``zoo_sizes``: each model as ``benchmarks/zoo.py`` builds it (its size and width), else at 224 px."""
+    from zoo import BENCH
+
     from edgecompress.api import model_inputs
     from edgecompress.models.zoo import build
 
-    lines = ["## Speed: 224 px, random weights, batch 1, 2 threads (ms, median; × = speed-up over that runtime's float)",
+    what = "zoo.py's sizes and widths" if zoo_sizes else "224 px"
+    lines = [f"## Speed: {what}, random weights, batch 1, 2 threads (ms, median; × = speed-up over that runtime's float)",
              "", HEADER]  # fmt: skip
     notes = []
     for name in names:
         started = time.perf_counter()
-        model, metadata = build(name)
+        model, metadata = build(name, **(BENCH[name][0] if zoo_sizes else {}))
         calibration = model_inputs("digits", metadata.inputs[0].shape, metadata.preprocessing, "train",
                                    samples=CALIBRATION_SAMPLES)  # fmt: skip
-        files = six_files(model, calibration, workdir / f"{name}_224")
+        files = six_files(model, calibration, workdir / f"{name}_{'zoo' if zoo_sizes else 224}")
         say(f"{name}: six files in {time.perf_counter() - started:.0f} s; timing")
         ms = time_side_by_side(files, rounds, runs)
-        lines.append(row(name, ms))
+        lines.append(row(f"{name} ({metadata.inputs[0].shape[0]} px)" if zoo_sizes else name, ms))
         say(lines[-1])
         notes += [f"- {name}, {line}" for line in why_lines(files)]
     return [*lines, "", *notes]
@@ -261,7 +268,7 @@ def part_accuracy(names, zoo_dir: Path, workdir: Path, rounds: int, runs: int) -
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("speed", "train", "accuracy"), default="speed")
+    parser.add_argument("--part", choices=("speed", "zoo-speed", "train", "accuracy"), default="speed")
     parser.add_argument("--only", nargs="*", help="Only these zoo entries.")
     parser.add_argument("--rounds", type=int, default=10, help="Interleaved rounds (speed: each file timed in each).")
     parser.add_argument("--runs", type=int, default=20, help="Timed runs per file and round.")
@@ -280,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{THREADS} threads, batch 1, {args.rounds} interleaved rounds × {args.runs} runs per file.", ""]  # fmt: skip
     if args.part == "speed":
         lines = part_speed(args.only or SPEED_MODELS, args.workdir, args.rounds, args.runs)
+    elif args.part == "zoo-speed":
+        lines = part_speed(args.only or OTHER_ZOO, args.workdir, args.rounds, args.runs, zoo_sizes=True)
     elif args.part == "train":
         part_train(args.only or CLASSIFIERS, args.zoo_dir)
         return 0
