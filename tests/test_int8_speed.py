@@ -197,3 +197,22 @@ def test_bench_notes_an_int8_file_no_faster_than_its_float(tmp_path, int8_ms, no
     out = int8_not_faster(records, artifacts)
     assert out[0] == records[0]
     assert ("1× Sin" in out[1].note and "2.000 vs 1.000 ms" in out[1].note) if noted else out[1] == records[1]
+
+
+@pytest.mark.parametrize("method", [None, "minmax"])
+def test_int8_keeps_hard_swish_in_float_inside_xnnpack_whatever_the_calibration(method):
+    """XNNPACK has no int8 HARD_SWISH: left int8, MobileNetV3 falls apart into ~20 parts. The plain
+    path kept it in float (inside XNNPACK); files from our own ranges (--calibration, --keep-float)
+    did not, and ran 3× slower (MobileNetV3-small, benchmarks/README.md)."""
+    from edgecompress import api
+    from edgecompress.compress.convert import RangeOptions, keras_to_tflite
+    from edgecompress.compress.tflite_calibrate import Graph
+    from edgecompress.models.zoo import build
+    from edgecompress.runtimes.litert import xnnpack_delegation
+
+    model, metadata = build("mobilenet_v3_small", input_size=32, alpha=0.35, classes=10)
+    calibration = api.model_inputs("digits", metadata.inputs[0].shape, metadata.preprocessing, "train", samples=16)
+    data = keras_to_tflite(model, "int8", calibration, ranges=RangeOptions(method=method) if method else None)
+    delegation = xnnpack_delegation(data)
+    assert delegation is not None and not delegation.splitting and delegation.partitions <= 2
+    assert "HARD_SWISH" in {op.kind for op in Graph.read(data).ops}

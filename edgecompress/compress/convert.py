@@ -11,6 +11,7 @@ import logging
 import re
 import tempfile
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,12 +78,16 @@ def keras_to_tflite(
         # The converter exposes per-tensor weight quantization only through this attribute.
         converter._experimental_disable_per_channel = not per_channel  # noqa: SLF001
     kept: list[str] = []
+    requantize = None  # quantizes again with some op types left in float (see _xnnpack_float_islands)
     try:
         with native_output_silenced() as terminal:
             if mode == "int8" and ranges is not None:
                 calibrated = calibrate_converter(converter, calibration, ranges, terminal if progress else None)
                 kept = calibrated.op_outputs_of(ranges.keep_float, LayerMap.of(model), strict=True)
                 data = calibrated.quantize(per_channel, io, kept)
+
+                def requantize(ops: tuple[str, ...]) -> bytes:
+                    return calibrated.quantize(per_channel, io, kept, keep_ops=ops)
             else:
                 if mode in ("int8", "int16x8"):
                     converter.representative_dataset = calibration.representative_dataset(terminal if progress else None)
@@ -92,8 +97,13 @@ def keras_to_tflite(
     except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError, ValueError, RuntimeError…
         raise _conversion_error(exc, mode) from exc
     islands: tuple[str, ...] = ()
-    if mode == "int8" and io == "float" and ranges is None:
-        data, islands = _xnnpack_float_islands(data, model, calibration, per_channel)
+    if mode == "int8" and io == "float":
+        if requantize is None:
+
+            def requantize(ops: tuple[str, ...]) -> bytes:
+                return _quantize_keeping_float(model, calibration, per_channel, ops)
+
+        data, islands = _xnnpack_float_islands(data, requantize)
     data = finish_tflite(data, model, specs)
     if mode == "int8":
         left = [op for op in float_ops(data, allowed=kept) if op not in islands]
@@ -105,7 +115,7 @@ def keras_to_tflite(
     return data
 
 
-def _xnnpack_float_islands(data: bytes, model, calibration: ModelInputs, per_channel: bool) -> tuple[bytes, tuple[str, ...]]:
+def _xnnpack_float_islands(data: bytes, requantize: Callable[[tuple[str, ...]], bytes]) -> tuple[bytes, tuple[str, ...]]:
     """Int8 ops XNNPACK cannot run, kept in float where that lets XNNPACK run the whole graph.
 
     XNNPACK (LiteRT's CPU path on phones, Raspberry Pis and PCs) has no int8 kernel for some ops,
@@ -114,6 +124,7 @@ def _xnnpack_float_islands(data: bytes, model, calibration: ModelInputs, per_cha
     than float here). Quantized again with those op types kept in float, each becomes DEQUANTIZE →
     float op → QUANTIZE, all three inside XNNPACK: 2.5× faster than float instead. Only when the
     graph really gets fewer parts; with int8/uint8 I/O (integer-only targets) nothing is kept.
+    ``requantize(ops)`` quantizes the same model from the same calibration with ``ops`` in float.
     """
     from edgecompress.runtimes.litert import xnnpack_delegation
 
@@ -123,7 +134,7 @@ def _xnnpack_float_islands(data: bytes, model, calibration: ModelInputs, per_cha
     ops = tuple(sorted(before.splitting))
     try:
         with native_output_silenced():
-            islands = _quantize_keeping_float(model, calibration, per_channel, ops)
+            islands = requantize(ops)
     except Exception as exc:  # noqa: BLE001 - a converter that refuses leaves the full-int8 model as it was
         log.debug("requantizing with %s in float failed: %s", ops, exc)
         return data, ()

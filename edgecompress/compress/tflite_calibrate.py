@@ -154,10 +154,12 @@ class Calibrated:
         return names
 
     def quantize(
-        self, per_channel: bool = True, io: str = "float", keep_float: Sequence[str] = (), debug: bool = False
+        self, per_channel: bool = True, io: str = "float", keep_float: Sequence[str] = (), debug: bool = False,
+        keep_ops: Sequence[str] = (),
     ) -> bytes:
         """The MLIR quantizer with the converter's own arguments; ``keep_float`` are op output
-        tensor names left in float; ``debug`` adds NumericVerify ops (float op beside each int8 op)."""
+        tensor names left in float, ``keep_ops`` op types (e.g. HARD_SWISH); ``debug`` adds
+        NumericVerify ops (float op beside each int8 op)."""
         tf = import_tensorflow()
         from tensorflow.lite.python import convert as tf_convert
 
@@ -172,6 +174,7 @@ class Calibrated:
                     output_data_type=types[io],
                     enable_numeric_verify=debug,
                     denylisted_nodes=list(keep_float) or None,
+                    denylisted_ops=list(keep_ops) or None,
                 )
         except Exception as exc:  # noqa: BLE001 - the quantizer raises ConverterError and RuntimeError
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
