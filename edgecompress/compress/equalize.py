@@ -155,12 +155,17 @@ class EqualizeResult:
         return out
 
 
+def check_relu6(policy: str) -> None:
+    """One line naming the valid ReLU6 policies (the config, the pass and the function share it)."""
+    if policy not in RELU6_POLICIES:
+        raise UsageError(f"relu6 must be one of {', '.join(RELU6_POLICIES)}, not '{policy}'", "use relu6=bound")
+
+
 def equalize(model, relu6: str = "replace", fold: bool = True, calibration=None) -> EqualizeResult:
     """Fold BatchNorms, then equalize every eligible pair of linear layers (in place).
 
     ``calibration`` (ModelInputs): needed by ``relu6="bound"``, which reads the activations at each cap."""
-    if relu6 not in RELU6_POLICIES:
-        raise UsageError(f"relu6 must be one of {', '.join(RELU6_POLICIES)}, not '{relu6}'", "use relu6=replace")
+    check_relu6(relu6)
     if relu6 == "bound" and calibration is None:
         raise UsageError("relu6=bound needs calibration data (it bounds each scale by the activations at the cap)",
                          "pass calibration data, or use relu6=replace")  # fmt: skip

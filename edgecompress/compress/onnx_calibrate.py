@@ -29,10 +29,10 @@ from edgecompress.errors import UsageError, require
 if TYPE_CHECKING:
     from edgecompress.compress.convert import RangeOptions
 
-#: our method name → ONNX Runtime's CalibrationMethod member (ours are stored as MinMax ranges)
-ORT_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "MinMax", "mse": "MinMax"}
-#: methods computed by our observers rather than ONNX Runtime's calibrators
-OUR_METHODS = {"entropy", "mse"}
+#: methods ONNX Runtime calibrates: our name → its CalibrationMethod member
+ORT_METHODS = {"minmax": "MinMax", "percentile": "Percentile"}
+#: methods our observers calibrate (their ranges are stored as MinMax ones)
+OUR_METHODS = ("entropy", "mse")
 
 
 @dataclass
@@ -99,8 +99,8 @@ def calibrate_onnx(
     progress_file=None,
 ) -> OnnxCalibration:
     """Activation ranges of a float ONNX model: ONNX Runtime's calibrators, or our observers."""
-    if method not in ORT_METHODS:
-        raise UsageError(f"unknown calibration method '{method}'", f"choose one of: {', '.join(ORT_METHODS)}")
+    if method not in ORT_METHODS and method not in OUR_METHODS:
+        raise UsageError(f"unknown calibration method '{method}'", f"choose one of: {', '.join([*ORT_METHODS, *OUR_METHODS])}")
     params = {"percentile": percentile} if method == "percentile" else {}
     if method in OUR_METHODS:
         tensors = _observed_ranges(float_model, calibration, method, progress_file)
@@ -168,13 +168,11 @@ def with_outputs(model, names: Sequence[str]):
 def session_of(model, threads: int | None = None, optimize: bool = True):
     """An ONNX Runtime session on an in-memory model (no graph rewrites when ``optimize`` is off)."""
     ort = require("onnxruntime", "onnx", "ONNX inspection")
-    ort.set_default_logger_severity(3)  # C++ warnings at model load would reach the user's terminal
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
+    from edgecompress.runtimes.onnxrt import session_options
+
+    options = session_options(threads)
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

@@ -39,14 +39,13 @@ def optimize_basic(model):
     import onnx
     import onnxruntime as ort
 
+    from edgecompress.runtimes.onnxrt import session_options
+
     with tempfile.TemporaryDirectory(prefix="edgecompress-ort-") as tmp:
         source, target = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save(model, str(source))
-        ort.set_default_logger_severity(3)  # C++ warnings at model load would reach the user's terminal
-        options = ort.SessionOptions()
+        options = session_options(None, optimized_to=target)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.optimized_model_filepath = str(target)
-        options.log_severity_level = 3
         ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"], disabled_optimizers=["Pad_Fusion"])
         return onnx.load(str(target))
 

@@ -107,10 +107,9 @@ class QuantizeConfig:
             object.__setattr__(self, "calibration", OBSERVERS.canonical(str(self.calibration)))
         if not 50.0 < float(self.percentile) <= 100.0:
             raise UsageError(f"percentile must be in (50, 100], not {self.percentile}", "e.g. --percentile 99.99")
-        from edgecompress.compress.equalize import RELU6_POLICIES
+        from edgecompress.compress.equalize import check_relu6
 
-        if self.relu6 not in RELU6_POLICIES:
-            raise UsageError(f"relu6 must be one of {', '.join(RELU6_POLICIES)}, not '{self.relu6}'", "use relu6=bound")
+        check_relu6(self.relu6)
         asked = [name for name, on in (("--calibration", self.calibration is not None), ("--keep-float", self.keep_float),
                                        ("--auto-keep-float", self.auto_keep_float)) if on]  # fmt: skip
         if asked and not self.mode.needs_calibration:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from edgecompress.artifacts import Artifact, ModelFormat
 from edgecompress.compress.finetune import KERAS_OUTPUTS, private_copy, write_output
 from edgecompress.compress.passes import PASSES, Pass, PassContext, PassReport, PassResult, Role
-from edgecompress.errors import DataError, UsageError
+from edgecompress.errors import DataError
 
 if TYPE_CHECKING:
     from edgecompress.compress.bias_correct import BiasCorrectionResult
@@ -39,10 +39,9 @@ class EqualizePass(Pass):
     produces = ModelFormat.KERAS_H5
 
     def __init__(self, relu6: str = "bound") -> None:
-        from edgecompress.compress.equalize import RELU6_POLICIES
+        from edgecompress.compress.equalize import check_relu6
 
-        if relu6 not in RELU6_POLICIES:
-            raise UsageError(f"relu6 must be one of {', '.join(RELU6_POLICIES)}, not '{relu6}'", "use relu6=bound")
+        check_relu6(relu6)
         self.relu6 = relu6
 
     def needs(self) -> frozenset[Role]:

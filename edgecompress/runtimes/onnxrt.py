@@ -113,7 +113,7 @@ class OnnxRuntime(Runtime):
         ort = require("onnxruntime", "onnx", "running ONNX models")
         ort.set_default_logger_severity(3)  # its C++ warnings would go straight to the user's terminal
         probe(self.name, artifact.path)
-        options = _session_options(threads)
+        options = session_options(threads)
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "gpu" else ["CPUExecutionProvider"]
         disabled = optimizers_to_disable(artifact.path)
         stat = artifact.path.stat()
@@ -137,7 +137,8 @@ class OnnxRuntime(Runtime):
         return OnnxSession(session, device, threads)
 
 
-def _session_options(threads: int | None, optimized_to: Path | None = None, profile_prefix: str | None = None):
+def session_options(threads: int | None, optimized_to: Path | None = None, profile_prefix: str | None = None):
+    """Our ONNX Runtime session settings: all graph optimizations, quiet logs, ``threads`` intra-op."""
     import onnxruntime as ort
 
     ort.set_default_logger_severity(3)  # C++ warnings at model load would reach the user's terminal
@@ -164,7 +165,7 @@ def float_islands(path: Path) -> Counter:
 
     with tempfile.TemporaryDirectory(prefix="edgecompress-ort-") as tmp:
         target = Path(tmp) / "optimized.onnx"
-        ort.InferenceSession(str(path), _session_options(1, target), providers=["CPUExecutionProvider"],
+        ort.InferenceSession(str(path), session_options(1, target), providers=["CPUExecutionProvider"],
                              disabled_optimizers=optimizers_to_disable(path))  # fmt: skip
         graph = onnx.load(str(target)).graph
     dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
@@ -189,7 +190,7 @@ def profile_ops(path: Path, threads: int | None = None, runs: int = 20) -> list[
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="edgecompress-ort-") as tmp:
-        options = _session_options(threads, profile_prefix=str(Path(tmp) / "profile"))
+        options = session_options(threads, profile_prefix=str(Path(tmp) / "profile"))
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
                                        disabled_optimizers=optimizers_to_disable(path))  # fmt: skip
         spec = session.get_inputs()[0]
